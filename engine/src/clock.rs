@@ -15,9 +15,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("the system clock is set after 1970");
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("the system clock is set after 1970");
         u64::try_from(since_epoch.as_millis()).expect("milliseconds since 1970 fit in u64")
     }
 }
@@ -30,9 +28,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(now_ms: u64) -> ManualClock {
-        ManualClock {
-            now_ms: AtomicU64::new(now_ms),
-        }
+        ManualClock { now_ms: AtomicU64::new(now_ms) }
     }
 
     pub fn advance_ms(&self, delta_ms: u64) {

@@ -13,25 +13,14 @@ use crate::rejection::Rejection;
 pub enum Command {
     /// Set `on_hand` absolutely; with `expected_version`, only if the SKU's
     /// version is that (0 = "the SKU must not exist yet").
-    SetStock {
-        sku: Sku,
-        on_hand: u64,
-        expected_version: Option<u64>,
-    },
+    SetStock { sku: Sku, on_hand: u64, expected_version: Option<u64> },
     /// Change `on_hand` by `delta`; refused below `reserved`.
     AdjustStock { sku: Sku, delta: i64 },
     /// Hold this shard's lines of cart `id`. `home` is the id's shard, which
     /// dedupes the id and decides the cart's fate (its part may have no
     /// lines); `participants` is the bit set of every shard holding a part
     /// (home included); `fingerprint` identifies the whole cart body.
-    Reserve {
-        id: ReservationId,
-        fingerprint: u128,
-        lines: Vec<(Sku, u32)>,
-        ttl_ms: u64,
-        home: u16,
-        participants: u64,
-    },
+    Reserve { id: ReservationId, fingerprint: u128, lines: Vec<(Sku, u32)>, ttl_ms: u64, home: u16, participants: u64 },
     /// At the home shard: decide to commit the cart.
     Commit { id: ReservationId },
     /// At a participant: carry out a commit the home shard already decided.
@@ -40,12 +29,12 @@ pub enum Command {
     Release { id: ReservationId },
     /// At a participant: carry out a release the home shard already decided.
     ReleasePart { id: ReservationId },
+    /// At a participant: the home shard expired the cart; return the units
+    /// now rather than at the part's own (later) deadline.
+    ExpirePart { id: ReservationId },
     /// At a participant: forget a part whose cart was never acknowledged (a
     /// refused cart, or an orphan left by a crash). Never touches a home part.
-    Abort {
-        id: ReservationId,
-        fingerprint: u128,
-    },
+    Abort { id: ReservationId, fingerprint: u128 },
     /// Expire due holds and forget finished reservations past retention.
     Tick,
     /// Read a SKU through the shard (consistent with every applied command).
@@ -59,10 +48,7 @@ pub enum Command {
 impl Command {
     /// Queries change nothing and are never logged.
     pub fn is_query(&self) -> bool {
-        matches!(
-            self,
-            Command::GetSku { .. } | Command::GetReservation { .. } | Command::Audit
-        )
+        matches!(self, Command::GetSku { .. } | Command::GetReservation { .. } | Command::Audit)
     }
 }
 

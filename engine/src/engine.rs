@@ -15,15 +15,13 @@ use crate::command::{Command, PartOutcome, PartReply, PartView, ReservationState
 use crate::hash::{cart_fingerprint, key_hash, shard_of};
 use crate::ids::{ReservationId, Sku};
 use crate::limits::{
-    BATCH_LEN_MAX_DEFAULT, BATCH_REQUESTS_MAX, CART_GRACE_MS_DEFAULT, QUEUE_LEN_MAX_DEFAULT,
-    RETENTION_MS_DEFAULT, SHARDS_MAX, TTL_MS_DEFAULT,
+    BATCH_LEN_MAX_DEFAULT, BATCH_REQUESTS_MAX, CART_GRACE_MS_DEFAULT, QUEUE_LEN_MAX_DEFAULT, RETENTION_MS_DEFAULT,
+    SHARDS_MAX, TTL_MS_DEFAULT,
 };
 use crate::read_view::ReadView;
 use crate::rejection::Rejection;
-use crate::request::{
-    validate_stock, CartLine, Hold, Outcome, Reply, Request, ReservationView, ReserveRequest,
-};
-use crate::shard::{self, ShardMessage};
+use crate::request::{validate_stock, CartLine, Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
+use crate::shard::{self, ShardContext, ShardMessage};
 use crate::state::{ShardConfig, ShardState};
 use crossbeam_channel::{Sender, TrySendError};
 use futures::future::join_all;
@@ -78,30 +76,29 @@ enum Decision {
 
 impl Engine {
     pub fn start(config: EngineConfig, clock: Arc<dyn Clock>) -> Engine {
-        assert!(
-            (1..=SHARDS_MAX).contains(&config.shards),
-            "1..={SHARDS_MAX} shards, got {}",
-            config.shards
-        );
+        assert!((1..=SHARDS_MAX).contains(&config.shards), "1..={SHARDS_MAX} shards, got {}", config.shards);
         assert!(config.queue_len_max > 0 && config.batch_len_max > 0);
-        let mut queues = Vec::with_capacity(config.shards);
+        let (queues, inboxes): (Vec<_>, Vec<_>) =
+            (0..config.shards).map(|_| crossbeam_channel::bounded(config.queue_len_max)).unzip();
         let mut threads = Vec::with_capacity(config.shards);
         let mut indexes = Vec::with_capacity(config.shards);
-        for shard in 0..config.shards {
+        for (shard, inbox) in inboxes.into_iter().enumerate() {
             let state = ShardState::new(ShardConfig {
                 shard: shard as u16,
                 retention_ms: config.retention_ms,
                 cart_grace_ms: config.cart_grace_ms,
             });
             indexes.push(state.shared_index());
-            let (sender, inbox) = crossbeam_channel::bounded(config.queue_len_max);
-            let clock = Arc::clone(&clock);
-            let batch_len_max = config.batch_len_max;
+            let context = ShardContext {
+                inbox,
+                peers: queues.clone(),
+                clock: Arc::clone(&clock),
+                batch_len_max: config.batch_len_max,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("stockd-shard-{shard}"))
-                .spawn(move || shard::run(state, inbox, clock, batch_len_max))
+                .spawn(move || shard::run(state, context))
                 .expect("the OS can start a shard thread");
-            queues.push(sender);
             threads.push(thread);
         }
         Engine {
@@ -109,9 +106,7 @@ impl Engine {
             queues,
             threads: Mutex::new(threads),
             read_view: ReadView::new(indexes),
-            cart_stripes: (0..CART_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            cart_stripes: (0..CART_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             closed: AtomicBool::new(false),
         }
     }
@@ -140,24 +135,10 @@ impl Engine {
 
     pub async fn submit(&self, request: Request) -> Outcome {
         match request {
-            Request::SetStock {
-                sku,
-                on_hand,
-                expected_version,
-            } => {
+            Request::SetStock { sku, on_hand, expected_version } => {
                 validate_stock(on_hand)?;
                 let shard = self.shard_of_sku(sku.as_str());
-                sku_reply(
-                    self.send(
-                        shard,
-                        Command::SetStock {
-                            sku,
-                            on_hand,
-                            expected_version,
-                        },
-                    )
-                    .await,
-                )
+                sku_reply(self.send(shard, Command::SetStock { sku, on_hand, expected_version }).await)
             }
             Request::AdjustStock { sku, delta } => {
                 validate_stock(delta.unsigned_abs())?;
@@ -187,16 +168,11 @@ impl Engine {
         let shard_count = self.queues.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
         let mut commands: Vec<Vec<Command>> = (0..shard_count).map(|_| Vec::new()).collect();
-        let mut finishers: Vec<Vec<(usize, Finish)>> =
-            (0..shard_count).map(|_| Vec::new()).collect();
+        let mut finishers: Vec<Vec<(usize, Finish)>> = (0..shard_count).map(|_| Vec::new()).collect();
         let mut general: Vec<(usize, FollowUp)> = Vec::new();
         for (position, request) in requests.into_iter().enumerate() {
             match self.plan_one_command(request) {
-                Planned::OneCommand {
-                    shard,
-                    command,
-                    finish,
-                } => {
+                Planned::OneCommand { shard, command, finish } => {
                     commands[shard].push(command);
                     finishers[shard].push((position, finish));
                 }
@@ -210,9 +186,7 @@ impl Engine {
             .filter(|(_, commands)| !commands.is_empty())
             .map(|(shard, commands)| self.send_many(shard, commands));
         let replies = join_all(sent).await;
-        let answered = finishers
-            .into_iter()
-            .filter(|finishers| !finishers.is_empty());
+        let answered = finishers.into_iter().filter(|finishers| !finishers.is_empty());
         for (shard_replies, shard_finishers) in replies.into_iter().zip(answered) {
             for (reply, (position, finish)) in shard_replies.into_iter().zip(shard_finishers) {
                 match self.finish_one_command(finish, reply) {
@@ -221,18 +195,14 @@ impl Engine {
                 }
             }
         }
-        let general_outcomes =
-            join_all(general.into_iter().map(|(position, follow_up)| async move {
-                (position, self.follow_up(follow_up).await)
-            }))
-            .await;
+        let general_outcomes = join_all(
+            general.into_iter().map(|(position, follow_up)| async move { (position, self.follow_up(follow_up).await) }),
+        )
+        .await;
         for (position, outcome) in general_outcomes {
             outcomes[position] = Some(outcome);
         }
-        outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("every request was answered"))
-            .collect()
+        outcomes.into_iter().map(|outcome| outcome.expect("every request was answered")).collect()
     }
 
     /// Checks every shard's invariants by a full scan (panics in the shard,
@@ -297,9 +267,7 @@ impl Engine {
         }
         let (reply, answer) = oneshot::channel();
         match self.queues[shard].try_send(ShardMessage::Many { commands, reply }) {
-            Ok(()) => answer
-                .await
-                .unwrap_or_else(|_| vec![Err(Rejection::ShuttingDown); count]),
+            Ok(()) => answer.await.unwrap_or_else(|_| vec![Err(Rejection::ShuttingDown); count]),
             Err(TrySendError::Full(_)) => vec![Err(Rejection::Busy); count],
             Err(TrySendError::Disconnected(_)) => vec![Err(Rejection::ShuttingDown); count],
         }
@@ -314,24 +282,12 @@ impl Engine {
 
     async fn reserve(&self, mut request: ReserveRequest) -> Outcome {
         let ttl_ms = request.validate(self.config.ttl_ms_default)?;
-        let fingerprint = cart_fingerprint(
-            request
-                .lines
-                .iter()
-                .map(|line| (line.sku.as_str(), line.qty)),
-        );
+        let fingerprint = cart_fingerprint(request.lines.iter().map(|line| (line.sku.as_str(), line.qty)));
         let id = request.id;
         let home = self.home_of(&id);
         let cart = CartPlan::new(&request.lines, self.queues.len(), home);
         if cart.away.is_empty() {
-            let command = reserve_command(
-                &id,
-                fingerprint,
-                cart.home_lines,
-                ttl_ms,
-                home,
-                cart.participants,
-            );
+            let command = reserve_command(&id, fingerprint, cart.home_lines, ttl_ms, home, cart.participants);
             return held_reply(self.send(home as usize, command).await);
         }
         let stripe = key_hash(id.as_str()) as usize % CART_STRIPES;
@@ -340,14 +296,7 @@ impl Engine {
         // cannot reappear while this stripe is held.
         for _round in 0..2 {
             let holds = join_all(cart.away.iter().map(|(shard, lines)| {
-                let command = reserve_command(
-                    &id,
-                    fingerprint,
-                    lines.clone(),
-                    ttl_ms,
-                    home,
-                    cart.participants,
-                );
+                let command = reserve_command(&id, fingerprint, lines.clone(), ttl_ms, home, cart.participants);
                 self.send(*shard as usize, command)
             }))
             .await;
@@ -355,10 +304,7 @@ impl Engine {
             let mut finished_part_seen = false;
             for hold in holds {
                 match hold {
-                    Ok(PartReply::Held {
-                        state: ReservationState::Held,
-                        ..
-                    }) => {}
+                    Ok(PartReply::Held { state: ReservationState::Held, .. }) => {}
                     Ok(PartReply::Held { .. }) => finished_part_seen = true,
                     Ok(other) => panic!("a reserve answered {other:?}"),
                     Err(rejection) => {
@@ -369,15 +315,9 @@ impl Engine {
             if refusal.is_some() || finished_part_seen {
                 // The home part exists exactly when the cart was completed:
                 // it alone says whether this is a retry or a new cart.
-                match self
-                    .send(home as usize, Command::GetReservation { id: id.clone() })
-                    .await
-                {
+                match self.send(home as usize, Command::GetReservation { id: id.clone() }).await {
                     Ok(PartReply::Part(view)) if view.fingerprint == fingerprint => {
-                        return Ok(Reply::Held(Hold {
-                            expires_at_ms: view.expires_at_ms,
-                            replayed: true,
-                        }));
+                        return Ok(Reply::Held(Hold { expires_at_ms: view.expires_at_ms, replayed: true }));
                     }
                     Ok(PartReply::Part(_)) => {
                         self.abort_away_parts(&id, fingerprint, &cart.away).await;
@@ -396,14 +336,7 @@ impl Engine {
                     Err(rejection) => return Err(refusal.unwrap_or(rejection)),
                 }
             }
-            let command = reserve_command(
-                &id,
-                fingerprint,
-                cart.home_lines.clone(),
-                ttl_ms,
-                home,
-                cart.participants,
-            );
+            let command = reserve_command(&id, fingerprint, cart.home_lines.clone(), ttl_ms, home, cart.participants);
             let outcome = self.send(home as usize, command).await;
             if outcome.is_err() {
                 self.abort_away_parts(&id, fingerprint, &cart.away).await;
@@ -413,36 +346,20 @@ impl Engine {
         unreachable!("orphans cannot reappear while the cart's stripe is held")
     }
 
-    async fn abort_away_parts(
-        &self,
-        id: &ReservationId,
-        fingerprint: u128,
-        away: &[(u16, Vec<(Sku, u32)>)],
-    ) {
-        let aborts = away.iter().map(|(shard, _)| {
-            self.send_must_finish(
-                *shard as usize,
-                Command::Abort {
-                    id: id.clone(),
-                    fingerprint,
-                },
-            )
-        });
+    async fn abort_away_parts(&self, id: &ReservationId, fingerprint: u128, away: &[(u16, Vec<(Sku, u32)>)]) {
+        let aborts = away
+            .iter()
+            .map(|(shard, _)| self.send_must_finish(*shard as usize, Command::Abort { id: id.clone(), fingerprint }));
         for outcome in join_all(aborts).await {
             // An abort fails only if its shard is gone, and with it the hold
             // it was meant to remove.
-            debug_assert!(
-                matches!(outcome, Ok(PartReply::Done) | Err(Rejection::ShuttingDown)),
-                "{outcome:?}"
-            );
+            debug_assert!(matches!(outcome, Ok(PartReply::Done) | Err(Rejection::ShuttingDown)), "{outcome:?}");
         }
     }
 
     async fn decide(&self, id: ReservationId, decision: Decision) -> Outcome {
         let home = self.home_of(&id);
-        let reply = self
-            .send(home as usize, decision.home_command(id.clone()))
-            .await?;
+        let reply = self.send(home as usize, decision.home_command(id.clone())).await?;
         let PartReply::Decided { participants } = reply else {
             panic!("a decision answered {reply:?}");
         };
@@ -451,18 +368,10 @@ impl Engine {
 
     /// Carries a decision the home shard recorded to every other part. Safe
     /// to repeat: parts apply a decision once and then answer `Done`.
-    async fn carry_decision(
-        &self,
-        id: ReservationId,
-        home: u16,
-        participants: u64,
-        decision: Decision,
-    ) -> Outcome {
+    async fn carry_decision(&self, id: ReservationId, home: u16, participants: u64, decision: Decision) -> Outcome {
         let parts = participant_shards(participants).filter(|&shard| shard != home);
         let carried =
-            join_all(parts.map(|shard| {
-                self.send_must_finish(shard as usize, decision.part_command(id.clone()))
-            }));
+            join_all(parts.map(|shard| self.send_must_finish(shard as usize, decision.part_command(id.clone()))));
         for outcome in carried.await {
             outcome?;
         }
@@ -471,39 +380,20 @@ impl Engine {
 
     async fn get_reservation(&self, id: ReservationId) -> Outcome {
         let home = self.home_of(&id);
-        let reply = self
-            .send(home as usize, Command::GetReservation { id: id.clone() })
-            .await?;
+        let reply = self.send(home as usize, Command::GetReservation { id: id.clone() }).await?;
         let PartReply::Part(view) = reply else {
             panic!("a reservation read answered {reply:?}");
         };
-        let PartView {
-            participants,
-            state,
-            expires_at_ms,
-            mut lines,
-            ..
-        } = view;
+        let PartView { participants, state, expires_at_ms, mut lines, .. } = view;
         for shard in participant_shards(participants).filter(|&shard| shard != home) {
-            match self
-                .send(shard as usize, Command::GetReservation { id: id.clone() })
-                .await?
-            {
+            match self.send(shard as usize, Command::GetReservation { id: id.clone() }).await? {
                 PartReply::Part(part) => lines.extend(part.lines),
                 other => panic!("a reservation read answered {other:?}"),
             }
         }
         lines.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let lines = lines
-            .into_iter()
-            .map(|(sku, qty)| CartLine { sku, qty })
-            .collect();
-        Ok(Reply::Reservation(ReservationView {
-            id,
-            state,
-            expires_at_ms,
-            lines,
-        }))
+        let lines = lines.into_iter().map(|(sku, qty)| CartLine { sku, qty }).collect();
+        Ok(Reply::Reservation(ReservationView { id, state, expires_at_ms, lines }))
     }
 
     // ---- batch planning --------------------------------------------------
@@ -512,9 +402,7 @@ impl Engine {
     /// needs; otherwise leaves it to the general path.
     fn plan_one_command(&self, request: Request) -> Planned {
         match request {
-            Request::SetStock {
-                ref sku, on_hand, ..
-            } => match validate_stock(on_hand) {
+            Request::SetStock { ref sku, on_hand, .. } => match validate_stock(on_hand) {
                 Ok(()) => self.plan_sku_command(sku.clone(), request),
                 Err(rejection) => Planned::Refused(rejection),
             },
@@ -533,25 +421,10 @@ impl Engine {
                 if !cart.away.is_empty() {
                     return Planned::General(Request::Reserve(reserve));
                 }
-                let fingerprint = cart_fingerprint(
-                    reserve
-                        .lines
-                        .iter()
-                        .map(|line| (line.sku.as_str(), line.qty)),
-                );
-                let command = reserve_command(
-                    &reserve.id,
-                    fingerprint,
-                    cart.home_lines,
-                    ttl_ms,
-                    home,
-                    cart.participants,
-                );
-                Planned::OneCommand {
-                    shard: home as usize,
-                    command,
-                    finish: Finish::Reserve,
-                }
+                let fingerprint = cart_fingerprint(reserve.lines.iter().map(|line| (line.sku.as_str(), line.qty)));
+                let command =
+                    reserve_command(&reserve.id, fingerprint, cart.home_lines, ttl_ms, home, cart.participants);
+                Planned::OneCommand { shard: home as usize, command, finish: Finish::Reserve }
             }
             Request::Commit { id } => {
                 let home = self.home_of(&id);
@@ -559,11 +432,7 @@ impl Engine {
                 Planned::OneCommand {
                     shard: home as usize,
                     command,
-                    finish: Finish::Decision {
-                        id,
-                        home,
-                        decision: Decision::Commit,
-                    },
+                    finish: Finish::Decision { id, home, decision: Decision::Commit },
                 }
             }
             Request::Release { id } => {
@@ -572,21 +441,13 @@ impl Engine {
                 Planned::OneCommand {
                     shard: home as usize,
                     command,
-                    finish: Finish::Decision {
-                        id,
-                        home,
-                        decision: Decision::Release,
-                    },
+                    finish: Finish::Decision { id, home, decision: Decision::Release },
                 }
             }
             Request::GetReservation { id } => {
                 let home = self.home_of(&id);
                 let command = Command::GetReservation { id: id.clone() };
-                Planned::OneCommand {
-                    shard: home as usize,
-                    command,
-                    finish: Finish::Reservation { id },
-                }
+                Planned::OneCommand { shard: home as usize, command, finish: Finish::Reservation { id } }
             }
         }
     }
@@ -594,24 +455,14 @@ impl Engine {
     fn plan_sku_command(&self, sku: Sku, request: Request) -> Planned {
         let shard = self.shard_of_sku(sku.as_str());
         let command = match request {
-            Request::SetStock {
-                sku,
-                on_hand,
-                expected_version,
-            } => Command::SetStock {
-                sku,
-                on_hand,
-                expected_version,
-            },
+            Request::SetStock { sku, on_hand, expected_version } => {
+                Command::SetStock { sku, on_hand, expected_version }
+            }
             Request::AdjustStock { sku, delta } => Command::AdjustStock { sku, delta },
             Request::GetSku { sku } => Command::GetSku { sku },
             other => unreachable!("not a SKU request: {other:?}"),
         };
-        Planned::OneCommand {
-            shard,
-            command,
-            finish: Finish::Sku,
-        }
+        Planned::OneCommand { shard, command, finish: Finish::Sku }
     }
 
     /// The outcome of a one-command request, or the request to run on the
@@ -621,31 +472,15 @@ impl Engine {
             Finish::Sku => Ok(sku_reply(reply)),
             Finish::Reserve => Ok(held_reply(reply)),
             Finish::Decision { id, home, decision } => match reply {
-                Ok(PartReply::Decided { participants }) if participants == 1 << home => {
-                    Ok(Ok(decision.reply()))
-                }
-                Ok(PartReply::Decided { participants }) => Err(FollowUp::Carry {
-                    id,
-                    home,
-                    participants,
-                    decision,
-                }),
+                Ok(PartReply::Decided { participants }) if participants == 1 << home => Ok(Ok(decision.reply())),
+                Ok(PartReply::Decided { participants }) => Err(FollowUp::Carry { id, home, participants, decision }),
                 Ok(other) => panic!("a decision answered {other:?}"),
                 Err(rejection) => Ok(Err(rejection)),
             },
             Finish::Reservation { id } => match reply {
                 Ok(PartReply::Part(view)) if view.participants == 1 << view.home => {
-                    let lines = view
-                        .lines
-                        .into_iter()
-                        .map(|(sku, qty)| CartLine { sku, qty })
-                        .collect();
-                    let view = ReservationView {
-                        id,
-                        state: view.state,
-                        expires_at_ms: view.expires_at_ms,
-                        lines,
-                    };
+                    let lines = view.lines.into_iter().map(|(sku, qty)| CartLine { sku, qty }).collect();
+                    let view = ReservationView { id, state: view.state, expires_at_ms: view.expires_at_ms, lines };
                     Ok(Ok(Reply::Reservation(view)))
                 }
                 Ok(PartReply::Part(_)) => Err(FollowUp::Request(Request::GetReservation { id })),
@@ -658,12 +493,9 @@ impl Engine {
     async fn follow_up(&self, follow_up: FollowUp) -> Outcome {
         match follow_up {
             FollowUp::Request(request) => self.submit(request).await,
-            FollowUp::Carry {
-                id,
-                home,
-                participants,
-                decision,
-            } => self.carry_decision(id, home, participants, decision).await,
+            FollowUp::Carry { id, home, participants, decision } => {
+                self.carry_decision(id, home, participants, decision).await
+            }
         }
     }
 }
@@ -698,11 +530,7 @@ impl Decision {
 }
 
 enum Planned {
-    OneCommand {
-        shard: usize,
-        command: Command,
-        finish: Finish,
-    },
+    OneCommand { shard: usize, command: Command, finish: Finish },
     General(Request),
     Refused(Rejection),
 }
@@ -711,25 +539,14 @@ enum Planned {
 enum Finish {
     Sku,
     Reserve,
-    Decision {
-        id: ReservationId,
-        home: u16,
-        decision: Decision,
-    },
-    Reservation {
-        id: ReservationId,
-    },
+    Decision { id: ReservationId, home: u16, decision: Decision },
+    Reservation { id: ReservationId },
 }
 
 /// Work a batch hands to the general path.
 enum FollowUp {
     Request(Request),
-    Carry {
-        id: ReservationId,
-        home: u16,
-        participants: u64,
-        decision: Decision,
-    },
+    Carry { id: ReservationId, home: u16, participants: u64, decision: Decision },
 }
 
 /// A validated cart split by shard: the home part (the id's shard; possibly
@@ -748,8 +565,7 @@ impl CartPlan {
             let shard = shard_of(key_hash(line.sku.as_str()), shard_count) as u16;
             let part = if shard == home {
                 &mut home_lines
-            } else if let Some(index) = away.iter().position(|(part_shard, _)| *part_shard == shard)
-            {
+            } else if let Some(index) = away.iter().position(|(part_shard, _)| *part_shard == shard) {
                 &mut away[index].1
             } else {
                 away.push((shard, Vec::new()));
@@ -758,14 +574,8 @@ impl CartPlan {
             part.push((line.sku.clone(), line.qty));
         }
         away.sort_unstable_by_key(|(shard, _)| *shard);
-        let participants = away
-            .iter()
-            .fold(1u64 << home, |set, (shard, _)| set | (1 << shard));
-        CartPlan {
-            home_lines,
-            away,
-            participants,
-        }
+        let participants = away.iter().fold(1u64 << home, |set, (shard, _)| set | (1 << shard));
+        CartPlan { home_lines, away, participants }
     }
 }
 
@@ -777,14 +587,7 @@ fn reserve_command(
     home: u16,
     participants: u64,
 ) -> Command {
-    Command::Reserve {
-        id: id.clone(),
-        fingerprint,
-        lines,
-        ttl_ms,
-        home,
-        participants,
-    }
+    Command::Reserve { id: id.clone(), fingerprint, lines, ttl_ms, home, participants }
 }
 
 fn participant_shards(participants: u64) -> impl Iterator<Item = u16> {
@@ -793,14 +596,7 @@ fn participant_shards(participants: u64) -> impl Iterator<Item = u16> {
 
 fn held_reply(outcome: PartOutcome) -> Outcome {
     match outcome? {
-        PartReply::Held {
-            expires_at_ms,
-            replayed,
-            ..
-        } => Ok(Reply::Held(Hold {
-            expires_at_ms,
-            replayed,
-        })),
+        PartReply::Held { expires_at_ms, replayed, .. } => Ok(Reply::Held(Hold { expires_at_ms, replayed })),
         other => panic!("a reserve answered {other:?}"),
     }
 }

@@ -40,14 +40,10 @@ mod tests {
         // Pinned values: if these change, every existing WAL would route
         // commands to the wrong shard on replay.
         assert_eq!(key_hash("sku-1"), xxh3_64(b"sku-1"));
-        let spread: Vec<usize> = (0..8)
-            .map(|i| shard_of(key_hash(&format!("sku-{i}")), 4))
-            .collect();
+        let spread: Vec<usize> = (0..8).map(|i| shard_of(key_hash(&format!("sku-{i}")), 4)).collect();
         assert_eq!(spread, spread_again());
         fn spread_again() -> Vec<usize> {
-            (0..8)
-                .map(|i| shard_of(xxh3_64(format!("sku-{i}").as_bytes()), 4))
-                .collect()
+            (0..8).map(|i| shard_of(xxh3_64(format!("sku-{i}").as_bytes()), 4)).collect()
         }
     }
 
@@ -68,9 +64,6 @@ mod tests {
         assert_eq!(a, cart_fingerprint([("a", 1), ("b", 2)].into_iter()));
         assert_ne!(a, cart_fingerprint([("a", 1), ("b", 3)].into_iter()));
         assert_ne!(a, cart_fingerprint([("a", 1)].into_iter()));
-        assert_ne!(
-            cart_fingerprint([("ab", 1)].into_iter()),
-            cart_fingerprint([("a", 1)].into_iter())
-        );
+        assert_ne!(cart_fingerprint([("ab", 1)].into_iter()), cart_fingerprint([("a", 1)].into_iter()));
     }
 }

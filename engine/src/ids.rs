@@ -12,8 +12,7 @@ pub struct Sku(Box<str>);
 
 impl Sku {
     pub fn new(text: &str) -> Result<Sku, Rejection> {
-        let valid_byte =
-            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
+        let valid_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
         if text.is_empty() || text.len() > SKU_LEN_MAX || !text.bytes().all(valid_byte) {
             return Err(Rejection::SkuInvalid);
         }
@@ -76,10 +75,7 @@ mod tests {
         for bad in ["", "a b", "a\n", "é", "a*b"] {
             assert_eq!(Sku::new(bad), Err(Rejection::SkuInvalid), "{bad:?}");
         }
-        assert_eq!(
-            Sku::new(&"x".repeat(SKU_LEN_MAX + 1)),
-            Err(Rejection::SkuInvalid)
-        );
+        assert_eq!(Sku::new(&"x".repeat(SKU_LEN_MAX + 1)), Err(Rejection::SkuInvalid));
     }
 
     #[test]
@@ -87,15 +83,8 @@ mod tests {
         assert!(ReservationId::new("order 17 / try #2").is_ok());
         assert!(ReservationId::new(&"i".repeat(RESERVATION_ID_LEN_MAX)).is_ok());
         for bad in ["", "tab\there", "nul\0", "ümlaut", "\x7f"] {
-            assert_eq!(
-                ReservationId::new(bad),
-                Err(Rejection::ReservationIdInvalid),
-                "{bad:?}"
-            );
+            assert_eq!(ReservationId::new(bad), Err(Rejection::ReservationIdInvalid), "{bad:?}");
         }
-        assert_eq!(
-            ReservationId::new(&"i".repeat(RESERVATION_ID_LEN_MAX + 1)),
-            Err(Rejection::ReservationIdInvalid)
-        );
+        assert_eq!(ReservationId::new(&"i".repeat(RESERVATION_ID_LEN_MAX + 1)), Err(Rejection::ReservationIdInvalid));
     }
 }

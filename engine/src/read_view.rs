@@ -101,46 +101,29 @@ impl SkuIndex {
 
     pub(crate) fn key(&self, slot: u32) -> &str {
         let slot = slot as usize;
-        let start = if slot == 0 {
-            0
-        } else {
-            self.key_ends[slot - 1] as usize
-        };
+        let start = if slot == 0 { 0 } else { self.key_ends[slot - 1] as usize };
         let end = self.key_ends[slot] as usize;
         std::str::from_utf8(&self.key_bytes[start..end]).expect("keys are validated ASCII")
     }
 
     pub(crate) fn find(&self, key: &str, hash: u64) -> Option<u32> {
-        self.table
-            .find(hash, |&slot| self.key(slot) == key)
-            .copied()
+        self.table.find(hash, |&slot| self.key(slot) == key).copied()
     }
 
     /// Adds `key` (which must be absent) and returns its new slot. Its
     /// published counts stay invisible until the first `publish`.
     pub(crate) fn insert(&mut self, key: &str, hash: u64) -> u32 {
-        debug_assert!(
-            self.find(key, hash).is_none(),
-            "insert of a present key {key}"
-        );
+        debug_assert!(self.find(key, hash).is_none(), "insert of a present key {key}");
         let slot = u32::try_from(self.key_ends.len()).expect("fewer than 2^32 SKUs per shard");
         self.key_bytes.extend_from_slice(key.as_bytes());
         let end = u32::try_from(self.key_bytes.len()).expect("a shard's SKU keys fit in 4 GiB");
         self.key_ends.push(end);
         if slot as usize % SLOTS_PER_CHUNK == 0 {
-            self.slots.push(
-                (0..SLOTS_PER_CHUNK)
-                    .map(|_| PublishedSlot::default())
-                    .collect(),
-            );
+            self.slots.push((0..SLOTS_PER_CHUNK).map(|_| PublishedSlot::default()).collect());
         }
         let (key_bytes, key_ends) = (&self.key_bytes, &self.key_ends);
         self.table.insert_unique(hash, slot, |&other| {
-            let start = if other == 0 {
-                0
-            } else {
-                key_ends[other as usize - 1] as usize
-            };
+            let start = if other == 0 { 0 } else { key_ends[other as usize - 1] as usize };
             let other_key = &key_bytes[start..key_ends[other as usize] as usize];
             key_hash(std::str::from_utf8(other_key).expect("keys are validated ASCII"))
         });
@@ -171,9 +154,7 @@ pub struct ReadView {
 
 impl ReadView {
     pub(crate) fn new(shards: Vec<SharedSkuIndex>) -> ReadView {
-        ReadView {
-            shards: shards.into(),
-        }
+        ReadView { shards: shards.into() }
     }
 
     /// The last durable counts of `sku`, or `None` if it does not exist (yet).
@@ -206,11 +187,7 @@ mod tests {
             assert_eq!(index.published(slot as u32), None);
         }
         assert_eq!(index.find("absent", key_hash("absent")), None);
-        let counts = SkuCounts {
-            on_hand: 9,
-            reserved: 4,
-            version: 2,
-        };
+        let counts = SkuCounts { on_hand: 9, reserved: 4, version: 2 };
         index.publish(7, counts);
         assert_eq!(index.published(7), Some(counts));
     }
@@ -218,30 +195,19 @@ mod tests {
     #[test]
     fn seqlock_readers_never_see_a_torn_write() {
         let slot = Arc::new(PublishedSlot::default());
-        slot.store(SkuCounts {
-            on_hand: 1,
-            reserved: 1,
-            version: 1,
-        });
+        slot.store(SkuCounts { on_hand: 1, reserved: 1, version: 1 });
         let writer = {
             let slot = Arc::clone(&slot);
             std::thread::spawn(move || {
                 for i in 1..200_000u64 {
-                    slot.store(SkuCounts {
-                        on_hand: i,
-                        reserved: i,
-                        version: i,
-                    });
+                    slot.store(SkuCounts { on_hand: i, reserved: i, version: i });
                 }
             })
         };
         let mut reads = 0u64;
         while !writer.is_finished() || reads == 0 {
             let counts = slot.load().expect("published");
-            assert!(
-                counts.on_hand == counts.reserved && counts.reserved == counts.version,
-                "{counts:?}"
-            );
+            assert!(counts.on_hand == counts.reserved && counts.reserved == counts.version, "{counts:?}");
             reads += 1;
         }
         writer.join().expect("writer thread panicked");

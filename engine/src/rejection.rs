@@ -10,11 +10,7 @@ use crate::ids::Sku;
 #[non_exhaustive]
 pub enum Rejection {
     #[error("not enough stock of {sku}: requested {requested}, available {available}")]
-    InsufficientStock {
-        sku: Sku,
-        requested: u32,
-        available: u64,
-    },
+    InsufficientStock { sku: Sku, requested: u32, available: u64 },
     #[error("this reservation id was already used with different lines")]
     IdempotencyKeyReused,
     #[error("no such reservation")]

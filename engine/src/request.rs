@@ -85,22 +85,12 @@ impl ReserveRequest {
         if self.lines.is_empty() || self.lines.len() > LINES_MAX {
             return Err(Rejection::LinesOutOfRange);
         }
-        if self
-            .lines
-            .iter()
-            .any(|line| !(1..=QTY_MAX).contains(&line.qty))
-        {
+        if self.lines.iter().any(|line| !(1..=QTY_MAX).contains(&line.qty)) {
             return Err(Rejection::QtyOutOfRange);
         }
         self.lines.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
-        if let Some(pair) = self
-            .lines
-            .windows(2)
-            .find(|pair| pair[0].sku == pair[1].sku)
-        {
-            return Err(Rejection::DuplicateSku {
-                sku: pair[0].sku.clone(),
-            });
+        if let Some(pair) = self.lines.windows(2).find(|pair| pair[0].sku == pair[1].sku) {
+            return Err(Rejection::DuplicateSku { sku: pair[0].sku.clone() });
         }
         let ttl_ms = self.ttl_ms.unwrap_or(ttl_ms_default);
         if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
@@ -124,13 +114,7 @@ mod tests {
     fn cart(lines: &[(&str, u32)], ttl_ms: Option<u64>) -> ReserveRequest {
         ReserveRequest {
             id: ReservationId::new("r").unwrap(),
-            lines: lines
-                .iter()
-                .map(|&(sku, qty)| CartLine {
-                    sku: Sku::new(sku).unwrap(),
-                    qty,
-                })
-                .collect(),
+            lines: lines.iter().map(|&(sku, qty)| CartLine { sku: Sku::new(sku).unwrap(), qty }).collect(),
             ttl_ms,
         }
     }
@@ -144,41 +128,18 @@ mod tests {
 
     #[test]
     fn validate_refuses_every_out_of_range_input() {
-        assert_eq!(
-            cart(&[], None).validate(5_000),
-            Err(Rejection::LinesOutOfRange)
-        );
+        assert_eq!(cart(&[], None).validate(5_000), Err(Rejection::LinesOutOfRange));
         let too_many: Vec<(String, u32)> = (0..=LINES_MAX).map(|i| (format!("s{i}"), 1)).collect();
         let too_many: Vec<(&str, u32)> = too_many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
-        assert_eq!(
-            cart(&too_many, None).validate(5_000),
-            Err(Rejection::LinesOutOfRange)
-        );
-        assert_eq!(
-            cart(&[("a", 0)], None).validate(5_000),
-            Err(Rejection::QtyOutOfRange)
-        );
-        assert_eq!(
-            cart(&[("a", QTY_MAX + 1)], None).validate(5_000),
-            Err(Rejection::QtyOutOfRange)
-        );
+        assert_eq!(cart(&too_many, None).validate(5_000), Err(Rejection::LinesOutOfRange));
+        assert_eq!(cart(&[("a", 0)], None).validate(5_000), Err(Rejection::QtyOutOfRange));
+        assert_eq!(cart(&[("a", QTY_MAX + 1)], None).validate(5_000), Err(Rejection::QtyOutOfRange));
         assert_eq!(
             cart(&[("a", 1), ("a", 2)], None).validate(5_000),
-            Err(Rejection::DuplicateSku {
-                sku: Sku::new("a").unwrap()
-            })
+            Err(Rejection::DuplicateSku { sku: Sku::new("a").unwrap() })
         );
-        assert_eq!(
-            cart(&[("a", 1)], Some(999)).validate(5_000),
-            Err(Rejection::TtlOutOfRange)
-        );
-        assert_eq!(
-            cart(&[("a", 1)], Some(TTL_MS_MAX + 1)).validate(5_000),
-            Err(Rejection::TtlOutOfRange)
-        );
-        assert_eq!(
-            validate_stock(ON_HAND_MAX + 1),
-            Err(Rejection::OnHandTooLarge)
-        );
+        assert_eq!(cart(&[("a", 1)], Some(999)).validate(5_000), Err(Rejection::TtlOutOfRange));
+        assert_eq!(cart(&[("a", 1)], Some(TTL_MS_MAX + 1)).validate(5_000), Err(Rejection::TtlOutOfRange));
+        assert_eq!(validate_stock(ON_HAND_MAX + 1), Err(Rejection::OnHandTooLarge));
     }
 }

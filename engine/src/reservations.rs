@@ -51,21 +51,15 @@ impl Reservations {
     }
 
     pub fn find(&self, id: &str) -> Option<u32> {
-        self.by_id
-            .find(key_hash(id), |&slot| self.get(slot).id.as_str() == id)
-            .copied()
+        self.by_id.find(key_hash(id), |&slot| self.get(slot).id.as_str() == id).copied()
     }
 
     pub fn get(&self, slot: u32) -> &Reservation {
-        self.slab[slot as usize]
-            .as_ref()
-            .expect("indexed slots are occupied")
+        self.slab[slot as usize].as_ref().expect("indexed slots are occupied")
     }
 
     pub fn get_mut(&mut self, slot: u32) -> &mut Reservation {
-        self.slab[slot as usize]
-            .as_mut()
-            .expect("indexed slots are occupied")
+        self.slab[slot as usize].as_mut().expect("indexed slots are occupied")
     }
 
     /// Stores a new (absent) reservation and arms its deadline timer.
@@ -84,13 +78,7 @@ impl Reservations {
         };
         let slab = &self.slab;
         self.by_id.insert_unique(hash, slot, |&other| {
-            key_hash(
-                slab[other as usize]
-                    .as_ref()
-                    .expect("indexed slots are occupied")
-                    .id
-                    .as_str(),
-            )
+            key_hash(slab[other as usize].as_ref().expect("indexed slots are occupied").id.as_str())
         });
         self.timers.push(Reverse((due_ms, slot)));
         slot
@@ -98,14 +86,9 @@ impl Reservations {
 
     pub fn remove(&mut self, slot: u32) -> Reservation {
         let hash = key_hash(self.get(slot).id.as_str());
-        self.by_id
-            .find_entry(hash, |&other| other == slot)
-            .expect("a stored reservation is indexed")
-            .remove();
+        self.by_id.find_entry(hash, |&other| other == slot).expect("a stored reservation is indexed").remove();
         self.free.push(slot);
-        self.slab[slot as usize]
-            .take()
-            .expect("indexed slots are occupied")
+        self.slab[slot as usize].take().expect("indexed slots are occupied")
     }
 
     pub fn arm_timer(&mut self, due_ms: u64, slot: u32) {

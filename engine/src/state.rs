@@ -37,6 +37,9 @@ pub struct ShardState {
     /// Slots changed since the last publish (consecutive repeats collapsed).
     dirty: Vec<u32>,
     reservations: Reservations,
+    /// Cross-shard carts whose home part expired since the last drain: the
+    /// shard loop tells their other parts (`Command::ExpirePart`).
+    expired_carts: Vec<(ReservationId, u64)>,
 }
 
 impl ShardState {
@@ -47,6 +50,7 @@ impl ShardState {
             counts: Vec::new(),
             dirty: Vec::new(),
             reservations: Reservations::default(),
+            expired_carts: Vec::new(),
         }
     }
 
@@ -62,7 +66,13 @@ impl ShardState {
             counts: &mut self.counts,
             dirty: &mut self.dirty,
             reservations: &mut self.reservations,
+            expired_carts: &mut self.expired_carts,
         }
+    }
+
+    /// Takes the (id, participants) of cross-shard carts expired at home.
+    pub fn drain_expired_carts(&mut self) -> std::vec::Drain<'_, (ReservationId, u64)> {
+        self.expired_carts.drain(..)
     }
 
     /// Makes every count changed since the last publish visible to readers.
@@ -74,6 +84,10 @@ impl ShardState {
         for slot in self.dirty.drain(..) {
             index.publish(slot, self.counts[slot as usize]);
         }
+    }
+
+    pub fn shard(&self) -> u16 {
+        self.config.shard
     }
 
     pub fn sku_count(&self) -> usize {
@@ -93,6 +107,7 @@ pub struct Batch<'a> {
     counts: &'a mut Vec<SkuCounts>,
     dirty: &'a mut Vec<u32>,
     reservations: &'a mut Reservations,
+    expired_carts: &'a mut Vec<(ReservationId, u64)>,
 }
 
 impl Batch<'_> {
@@ -100,36 +115,19 @@ impl Batch<'_> {
     /// only on the state, the command and `now_ms`.
     pub fn apply(&mut self, command: Command, now_ms: u64) -> PartOutcome {
         match command {
-            Command::SetStock {
-                sku,
-                on_hand,
-                expected_version,
-            } => self.set_stock(sku, on_hand, expected_version),
+            Command::SetStock { sku, on_hand, expected_version } => self.set_stock(sku, on_hand, expected_version),
             Command::AdjustStock { sku, delta } => self.adjust_stock(sku, delta),
-            Command::Reserve {
-                id,
-                fingerprint,
-                lines,
-                ttl_ms,
-                home,
-                participants,
-            } => {
-                let cart = Cart {
-                    fingerprint,
-                    ttl_ms,
-                    home,
-                    participants,
-                };
+            Command::Reserve { id, fingerprint, lines, ttl_ms, home, participants } => {
+                let cart = Cart { fingerprint, ttl_ms, home, participants };
                 self.reserve(id, lines, cart, now_ms)
             }
             Command::Commit { id } => self.commit(&id, now_ms),
             Command::CommitPart { id } => self.commit_part(&id),
             Command::Release { id } => self.release(&id, now_ms),
             Command::ReleasePart { id } => self.release_part(&id),
+            Command::ExpirePart { id } => self.expire_part(&id),
             Command::Abort { id, fingerprint } => self.abort(&id, fingerprint),
-            Command::Tick => Ok(PartReply::Ticked {
-                changed: self.tick(now_ms),
-            }),
+            Command::Tick => Ok(PartReply::Ticked { changed: self.tick(now_ms) }),
             Command::GetSku { sku } => self.get_sku(sku),
             Command::GetReservation { id } => self.get_reservation(&id),
             Command::Audit => {
@@ -140,9 +138,7 @@ impl Batch<'_> {
     }
 
     fn index(&self) -> &SkuIndex {
-        self.index
-            .as_deref()
-            .expect("a batch holds the index between calls")
+        self.index.as_deref().expect("a batch holds the index between calls")
     }
 
     fn find_sku(&self, sku: &Sku) -> Option<u32> {
@@ -150,18 +146,11 @@ impl Batch<'_> {
     }
 
     fn insert_sku(&mut self, sku: &Sku) -> u32 {
-        let guard = self
-            .index
-            .take()
-            .expect("a batch holds the index between calls");
+        let guard = self.index.take().expect("a batch holds the index between calls");
         let mut index = RwLockUpgradableReadGuard::upgrade(guard);
         let slot = index.insert(sku.as_str(), key_hash(sku.as_str()));
         self.index = Some(RwLockWriteGuard::downgrade_to_upgradable(index));
-        assert_eq!(
-            slot as usize,
-            self.counts.len(),
-            "index and counts grow together"
-        );
+        assert_eq!(slot as usize, self.counts.len(), "index and counts grow together");
         self.counts.push(SkuCounts::default());
         slot
     }
@@ -181,29 +170,17 @@ impl Batch<'_> {
     fn set_stock(&mut self, sku: Sku, on_hand: u64, expected_version: Option<u64>) -> PartOutcome {
         assert!(on_hand <= ON_HAND_MAX, "on_hand is checked at the edge");
         let slot = self.find_sku(&sku);
-        let current = slot
-            .map(|slot| self.counts[slot as usize])
-            .unwrap_or_default();
+        let current = slot.map(|slot| self.counts[slot as usize]).unwrap_or_default();
         if let Some(expected) = expected_version {
             if expected != current.version {
-                return Err(Rejection::VersionMismatch {
-                    expected,
-                    current: current.version,
-                });
+                return Err(Rejection::VersionMismatch { expected, current: current.version });
             }
         }
         if on_hand < current.reserved {
-            return Err(Rejection::BelowReserved {
-                sku,
-                reserved: current.reserved,
-            });
+            return Err(Rejection::BelowReserved { sku, reserved: current.reserved });
         }
         let slot = slot.unwrap_or_else(|| self.insert_sku(&sku));
-        let counts = SkuCounts {
-            on_hand,
-            reserved: current.reserved,
-            version: current.version + 1,
-        };
+        let counts = SkuCounts { on_hand, reserved: current.reserved, version: current.version + 1 };
         self.store_counts(slot, counts);
         Ok(PartReply::Sku(counts))
     }
@@ -215,42 +192,23 @@ impl Batch<'_> {
         let current = self.counts[slot as usize];
         let on_hand = i128::from(current.on_hand) + i128::from(delta);
         if on_hand < i128::from(current.reserved) {
-            return Err(Rejection::BelowReserved {
-                sku,
-                reserved: current.reserved,
-            });
+            return Err(Rejection::BelowReserved { sku, reserved: current.reserved });
         }
         if on_hand > i128::from(ON_HAND_MAX) {
             return Err(Rejection::OnHandTooLarge);
         }
         let on_hand = u64::try_from(on_hand).expect("0 <= on_hand <= 2^40 checked above");
-        let counts = SkuCounts {
-            on_hand,
-            version: current.version + 1,
-            ..current
-        };
+        let counts = SkuCounts { on_hand, version: current.version + 1, ..current };
         self.store_counts(slot, counts);
         Ok(PartReply::Sku(counts))
     }
 
-    fn reserve(
-        &mut self,
-        id: ReservationId,
-        lines: Vec<(Sku, u32)>,
-        cart: Cart,
-        now_ms: u64,
-    ) -> PartOutcome {
+    fn reserve(&mut self, id: ReservationId, lines: Vec<(Sku, u32)>, cart: Cart, now_ms: u64) -> PartOutcome {
         let me = self.config.shard;
         // Only the home part may be empty: it records the cart for a home
         // shard that owns none of its SKUs.
-        assert!(
-            lines.len() <= LINES_MAX && (!lines.is_empty() || cart.home == me),
-            "lines are checked at the edge"
-        );
-        assert!(
-            (TTL_MS_MIN..=TTL_MS_MAX).contains(&cart.ttl_ms),
-            "ttl is checked at the edge"
-        );
+        assert!(lines.len() <= LINES_MAX && (!lines.is_empty() || cart.home == me), "lines are checked at the edge");
+        assert!((TTL_MS_MIN..=TTL_MS_MAX).contains(&cart.ttl_ms), "ttl is checked at the edge");
         assert!(cart.participants & (1 << me) != 0 && cart.participants & (1 << cart.home) != 0);
         if let Some(slot) = self.reservations.find(id.as_str()) {
             let existing = self.reservations.get(slot);
@@ -258,11 +216,7 @@ impl Batch<'_> {
                 return Err(Rejection::IdempotencyKeyReused);
             }
             let (expires_at_ms, state) = (existing.expires_at_ms, existing.state);
-            return Ok(PartReply::Held {
-                expires_at_ms,
-                replayed: true,
-                state,
-            });
+            return Ok(PartReply::Held { expires_at_ms, replayed: true, state });
         }
         // All or nothing: check every line before holding any.
         let mut held: SmallVec<[Line; 1]> = SmallVec::with_capacity(lines.len());
@@ -273,11 +227,7 @@ impl Batch<'_> {
             };
             let available = self.counts[slot as usize].available();
             if available < u64::from(qty) {
-                return Err(Rejection::InsufficientStock {
-                    sku,
-                    requested: qty,
-                    available,
-                });
+                return Err(Rejection::InsufficientStock { sku, requested: qty, available });
             }
             held.push(Line { slot, qty });
         }
@@ -288,11 +238,9 @@ impl Batch<'_> {
         }
         // A part away from home outlives the home's deadline by the grace, so
         // that a commit decided at home before its deadline finds it held.
-        let grace_ms = if cart.home == me {
-            0
-        } else {
-            self.config.cart_grace_ms
-        };
+        // Normally home's expiry releases it at once (`ExpirePart`); its own
+        // deadline only matters if that message is lost to a crash.
+        let grace_ms = if cart.home == me { 0 } else { self.config.cart_grace_ms };
         let cart_expires_at_ms = now_ms.saturating_add(cart.ttl_ms);
         let expires_at_ms = cart_expires_at_ms.saturating_add(grace_ms);
         self.reservations.insert(Reservation {
@@ -306,11 +254,7 @@ impl Batch<'_> {
             home: cart.home,
             participants: cart.participants,
         });
-        Ok(PartReply::Held {
-            expires_at_ms,
-            replayed: false,
-            state: ReservationState::Held,
-        })
+        Ok(PartReply::Held { expires_at_ms, replayed: false, state: ReservationState::Held })
     }
 
     fn commit(&mut self, id: &ReservationId, now_ms: u64) -> PartOutcome {
@@ -318,10 +262,7 @@ impl Batch<'_> {
             return Err(Rejection::UnknownReservation);
         };
         let reservation = self.reservations.get(slot);
-        assert_eq!(
-            reservation.home, self.config.shard,
-            "a commit reached a non-home part of {id}"
-        );
+        assert_eq!(reservation.home, self.config.shard, "a commit reached a non-home part of {id}");
         let participants = reservation.participants;
         match reservation.state {
             ReservationState::Held if reservation.expires_at_ms <= now_ms => {
@@ -360,10 +301,7 @@ impl Batch<'_> {
             return Err(Rejection::UnknownReservation);
         };
         let reservation = self.reservations.get(slot);
-        assert_eq!(
-            reservation.home, self.config.shard,
-            "a release reached a non-home part of {id}"
-        );
+        assert_eq!(reservation.home, self.config.shard, "a release reached a non-home part of {id}");
         let participants = reservation.participants;
         match reservation.state {
             ReservationState::Held if reservation.expires_at_ms <= now_ms => {
@@ -394,6 +332,17 @@ impl Batch<'_> {
         }
     }
 
+    fn expire_part(&mut self, id: &ReservationId) -> PartOutcome {
+        match self.reservations.find(id.as_str()) {
+            Some(slot) if self.reservations.get(slot).state == ReservationState::Held => {
+                self.finish(slot, ReservationState::Expired);
+            }
+            // Already finished on its own deadline, or forgotten.
+            _ => {}
+        }
+        Ok(PartReply::Done)
+    }
+
     fn abort(&mut self, id: &ReservationId, fingerprint: u128) -> PartOutcome {
         if let Some(slot) = self.reservations.find(id.as_str()) {
             let part = self.reservations.get(slot);
@@ -410,11 +359,7 @@ impl Batch<'_> {
     /// Moves a held reservation to `to`, selling or returning its units.
     fn finish(&mut self, slot: u32, to: ReservationState) {
         let reservation = self.reservations.get(slot);
-        assert_eq!(
-            reservation.state,
-            ReservationState::Held,
-            "only a hold can finish: {reservation:?}"
-        );
+        assert_eq!(reservation.state, ReservationState::Held, "only a hold can finish: {reservation:?}");
         match to {
             ReservationState::Committed => {
                 let lines = reservation.lines.clone();
@@ -425,7 +370,14 @@ impl Batch<'_> {
                     self.store_counts(line.slot, counts);
                 }
             }
-            ReservationState::Released | ReservationState::Expired => self.return_units(slot),
+            ReservationState::Released => self.return_units(slot),
+            ReservationState::Expired => {
+                let me = self.config.shard;
+                if reservation.home == me && reservation.participants != 1 << me {
+                    self.expired_carts.push((reservation.id.clone(), reservation.participants));
+                }
+                self.return_units(slot);
+            }
             ReservationState::Held => unreachable!("finish never moves to Held"),
         }
         self.reservations.get_mut(slot).state = to;
@@ -518,14 +470,8 @@ impl Batch<'_> {
         }
         for (slot, counts) in self.counts.iter().enumerate() {
             let sku = self.index().key(slot as u32);
-            assert!(
-                counts.reserved <= counts.on_hand,
-                "reserved > on_hand for {sku}: {counts:?}"
-            );
-            assert_eq!(
-                held[slot], counts.reserved,
-                "held lines of {sku} do not sum to reserved: {counts:?}"
-            );
+            assert!(counts.reserved <= counts.on_hand, "reserved > on_hand for {sku}: {counts:?}");
+            assert_eq!(held[slot], counts.reserved, "held lines of {sku} do not sum to reserved: {counts:?}");
         }
     }
 }
