@@ -32,7 +32,7 @@ pub const QUEUE_LEN_MAX_DEFAULT: usize = 4_096;
 pub const BATCH_LEN_MAX_DEFAULT: usize = 8_192;
 /// Most timer events (expiries and forgets) one tick handles, so a mass
 /// expiry never stalls a shard: the rest waits for the next loop turn.
-pub const TICK_EVENTS_MAX: usize = 4_096;
+pub const TICK_EVENTS_MAX: usize = 1_024;
 /// How long an idle shard sleeps before it ticks on its own.
 pub const IDLE_TICK_MS: u64 = 10;
 /// Most requests in one `submit_batch` call.

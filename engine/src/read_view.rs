@@ -13,6 +13,7 @@ use hashbrown::HashTable;
 use parking_lot::RwLock;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Counts of one SKU as the engine reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,14 +101,15 @@ impl SkuIndex {
     }
 
     pub(crate) fn key(&self, slot: u32) -> &str {
-        let slot = slot as usize;
-        let start = if slot == 0 { 0 } else { self.key_ends[slot - 1] as usize };
-        let end = self.key_ends[slot] as usize;
-        std::str::from_utf8(&self.key_bytes[start..end]).expect("keys are validated ASCII")
+        std::str::from_utf8(self.key_bytes(slot)).expect("keys are validated ASCII")
+    }
+
+    fn key_bytes(&self, slot: u32) -> &[u8] {
+        key_bytes_at(&self.key_bytes, &self.key_ends, slot)
     }
 
     pub(crate) fn find(&self, key: &str, hash: u64) -> Option<u32> {
-        self.table.find(hash, |&slot| self.key(slot) == key).copied()
+        self.table.find(hash, |&slot| self.key_bytes(slot) == key.as_bytes()).copied()
     }
 
     /// Adds `key` (which must be absent) and returns its new slot. Its
@@ -122,11 +124,7 @@ impl SkuIndex {
             self.slots.push((0..SLOTS_PER_CHUNK).map(|_| PublishedSlot::default()).collect());
         }
         let (key_bytes, key_ends) = (&self.key_bytes, &self.key_ends);
-        self.table.insert_unique(hash, slot, |&other| {
-            let start = if other == 0 { 0 } else { key_ends[other as usize - 1] as usize };
-            let other_key = &key_bytes[start..key_ends[other as usize] as usize];
-            key_hash(std::str::from_utf8(other_key).expect("keys are validated ASCII"))
-        });
+        self.table.insert_unique(hash, slot, |&other| xxh3_64(key_bytes_at(key_bytes, key_ends, other)));
         slot
     }
 
@@ -142,6 +140,13 @@ impl SkuIndex {
     pub(crate) fn published(&self, slot: u32) -> Option<SkuCounts> {
         self.slot(slot).load()
     }
+}
+
+/// Key `slot` of an arena where key i ends at `key_ends[i]`.
+fn key_bytes_at<'a>(key_bytes: &'a [u8], key_ends: &[u32], slot: u32) -> &'a [u8] {
+    let slot = slot as usize;
+    let start = if slot == 0 { 0 } else { key_ends[slot - 1] as usize };
+    &key_bytes[start..key_ends[slot] as usize]
 }
 
 pub(crate) type SharedSkuIndex = Arc<RwLock<SkuIndex>>;

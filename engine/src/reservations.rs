@@ -40,7 +40,8 @@ pub(crate) struct Reservation {
 pub(crate) struct Reservations {
     slab: Vec<Option<Reservation>>,
     free: Vec<u32>,
-    by_id: HashTable<u32>,
+    /// (id hash, slab slot): keeping the hash makes growth re-hash nothing.
+    by_id: HashTable<(u64, u32)>,
     /// (due time, slab slot), earliest first.
     timers: BinaryHeap<Reverse<(u64, u32)>>,
 }
@@ -50,8 +51,10 @@ impl Reservations {
         self.by_id.len()
     }
 
-    pub fn find(&self, id: &str) -> Option<u32> {
-        self.by_id.find(key_hash(id), |&slot| self.get(slot).id.as_str() == id).copied()
+    /// The slot of `id`, whose hash is `id_hash` (see `hash::key_hash`).
+    pub fn find(&self, id: &str, id_hash: u64) -> Option<u32> {
+        let same = |&(hash, slot): &(u64, u32)| hash == id_hash && self.get(slot).id.as_str() == id;
+        self.by_id.find(id_hash, same).map(|&(_, slot)| slot)
     }
 
     pub fn get(&self, slot: u32) -> &Reservation {
@@ -63,8 +66,8 @@ impl Reservations {
     }
 
     /// Stores a new (absent) reservation and arms its deadline timer.
-    pub fn insert(&mut self, reservation: Reservation) -> u32 {
-        let hash = key_hash(reservation.id.as_str());
+    pub fn insert(&mut self, reservation: Reservation, id_hash: u64) -> u32 {
+        debug_assert_eq!(id_hash, key_hash(reservation.id.as_str()));
         let due_ms = reservation.expires_at_ms;
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -76,17 +79,14 @@ impl Reservations {
                 u32::try_from(self.slab.len() - 1).expect("fewer than 2^32 reservations per shard")
             }
         };
-        let slab = &self.slab;
-        self.by_id.insert_unique(hash, slot, |&other| {
-            key_hash(slab[other as usize].as_ref().expect("indexed slots are occupied").id.as_str())
-        });
+        self.by_id.insert_unique(id_hash, (id_hash, slot), |&(hash, _)| hash);
         self.timers.push(Reverse((due_ms, slot)));
         slot
     }
 
     pub fn remove(&mut self, slot: u32) -> Reservation {
         let hash = key_hash(self.get(slot).id.as_str());
-        self.by_id.find_entry(hash, |&other| other == slot).expect("a stored reservation is indexed").remove();
+        self.by_id.find_entry(hash, |&(_, other)| other == slot).expect("a stored reservation is indexed").remove();
         self.free.push(slot);
         self.slab[slot as usize].take().expect("indexed slots are occupied")
     }

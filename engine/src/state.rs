@@ -210,7 +210,8 @@ impl Batch<'_> {
         assert!(lines.len() <= LINES_MAX && (!lines.is_empty() || cart.home == me), "lines are checked at the edge");
         assert!((TTL_MS_MIN..=TTL_MS_MAX).contains(&cart.ttl_ms), "ttl is checked at the edge");
         assert!(cart.participants & (1 << me) != 0 && cart.participants & (1 << cart.home) != 0);
-        if let Some(slot) = self.reservations.find(id.as_str()) {
+        let id_hash = key_hash(id.as_str());
+        if let Some(slot) = self.reservations.find(id.as_str(), id_hash) {
             let existing = self.reservations.get(slot);
             if existing.fingerprint != cart.fingerprint {
                 return Err(Rejection::IdempotencyKeyReused);
@@ -243,22 +244,25 @@ impl Batch<'_> {
         let grace_ms = if cart.home == me { 0 } else { self.config.cart_grace_ms };
         let cart_expires_at_ms = now_ms.saturating_add(cart.ttl_ms);
         let expires_at_ms = cart_expires_at_ms.saturating_add(grace_ms);
-        self.reservations.insert(Reservation {
-            id,
-            fingerprint: cart.fingerprint,
-            lines: held,
-            expires_at_ms,
-            // Every part of a cart is forgotten at the same time as its home.
-            forget_at_ms: cart_expires_at_ms.saturating_add(self.config.retention_ms),
-            state: ReservationState::Held,
-            home: cart.home,
-            participants: cart.participants,
-        });
+        self.reservations.insert(
+            Reservation {
+                id,
+                fingerprint: cart.fingerprint,
+                lines: held,
+                expires_at_ms,
+                // Every part of a cart is forgotten at the same time as its home.
+                forget_at_ms: cart_expires_at_ms.saturating_add(self.config.retention_ms),
+                state: ReservationState::Held,
+                home: cart.home,
+                participants: cart.participants,
+            },
+            id_hash,
+        );
         Ok(PartReply::Held { expires_at_ms, replayed: false, state: ReservationState::Held })
     }
 
     fn commit(&mut self, id: &ReservationId, now_ms: u64) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str()) else {
+        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
             return Err(Rejection::UnknownReservation);
         };
         let reservation = self.reservations.get(slot);
@@ -280,7 +284,7 @@ impl Batch<'_> {
     }
 
     fn commit_part(&mut self, id: &ReservationId) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str()) else {
+        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
             return Err(Rejection::UnknownReservation);
         };
         match self.reservations.get(slot).state {
@@ -297,7 +301,7 @@ impl Batch<'_> {
     }
 
     fn release(&mut self, id: &ReservationId, now_ms: u64) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str()) else {
+        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
             return Err(Rejection::UnknownReservation);
         };
         let reservation = self.reservations.get(slot);
@@ -319,7 +323,7 @@ impl Batch<'_> {
     }
 
     fn release_part(&mut self, id: &ReservationId) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str()) else {
+        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
             return Err(Rejection::UnknownReservation);
         };
         match self.reservations.get(slot).state {
@@ -333,7 +337,7 @@ impl Batch<'_> {
     }
 
     fn expire_part(&mut self, id: &ReservationId) -> PartOutcome {
-        match self.reservations.find(id.as_str()) {
+        match self.reservations.find(id.as_str(), key_hash(id.as_str())) {
             Some(slot) if self.reservations.get(slot).state == ReservationState::Held => {
                 self.finish(slot, ReservationState::Expired);
             }
@@ -344,7 +348,7 @@ impl Batch<'_> {
     }
 
     fn abort(&mut self, id: &ReservationId, fingerprint: u128) -> PartOutcome {
-        if let Some(slot) = self.reservations.find(id.as_str()) {
+        if let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) {
             let part = self.reservations.get(slot);
             if part.home != self.config.shard && part.fingerprint == fingerprint {
                 if part.state == ReservationState::Held {
@@ -435,7 +439,7 @@ impl Batch<'_> {
     }
 
     fn get_reservation(&self, id: &ReservationId) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str()) else {
+        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
             return Err(Rejection::UnknownReservation);
         };
         let reservation = self.reservations.get(slot);
