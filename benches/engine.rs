@@ -7,8 +7,10 @@
 //! - `apply_reserve_commit_state_machine`: the bare state machine on one
 //!   thread (no queues), the ceiling for a shard.
 //! - `expiry_tick_1m_holds`: one loop turn's tick against a heap of 1M holds.
-//! After the timed groups it prints the longest single tick while 1M holds
-//! with random TTLs all expire (the longest loop pause expiry can cause).
+//!
+//! After the timed groups it prints the distribution of loop-turn pauses
+//! while 1M holds with random TTLs expire, and the longest turn when all are
+//! due at once (the longest pause expiry can cause).
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::sync::atomic::{AtomicU64, Ordering};
