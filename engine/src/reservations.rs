@@ -47,10 +47,6 @@ pub(crate) struct Reservations {
 }
 
 impl Reservations {
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
     /// The slot of `id`, whose hash is `id_hash` (see `hash::key_hash`).
     pub fn find(&self, id: &str, id_hash: u64) -> Option<u32> {
         let same = |&(hash, slot): &(u64, u32)| hash == id_hash && self.get(slot).id.as_str() == id;

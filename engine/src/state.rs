@@ -89,14 +89,6 @@ impl ShardState {
     pub fn shard(&self) -> u16 {
         self.config.shard
     }
-
-    pub fn sku_count(&self) -> usize {
-        self.counts.len()
-    }
-
-    pub fn reservation_count(&self) -> usize {
-        self.reservations.len()
-    }
 }
 
 /// Applies commands to a shard's state; see the module comment.
