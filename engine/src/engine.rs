@@ -426,30 +426,20 @@ impl Engine {
                     reserve_command(&reserve.id, fingerprint, cart.home_lines, ttl_ms, home, cart.participants);
                 Planned::OneCommand { shard: home as usize, command, finish: Finish::Reserve }
             }
-            Request::Commit { id } => {
-                let home = self.home_of(&id);
-                let command = Command::Commit { id: id.clone() };
-                Planned::OneCommand {
-                    shard: home as usize,
-                    command,
-                    finish: Finish::Decision { id, home, decision: Decision::Commit },
-                }
-            }
-            Request::Release { id } => {
-                let home = self.home_of(&id);
-                let command = Command::Release { id: id.clone() };
-                Planned::OneCommand {
-                    shard: home as usize,
-                    command,
-                    finish: Finish::Decision { id, home, decision: Decision::Release },
-                }
-            }
+            Request::Commit { id } => self.plan_decision(id, Decision::Commit),
+            Request::Release { id } => self.plan_decision(id, Decision::Release),
             Request::GetReservation { id } => {
                 let home = self.home_of(&id);
                 let command = Command::GetReservation { id: id.clone() };
                 Planned::OneCommand { shard: home as usize, command, finish: Finish::Reservation { id } }
             }
         }
+    }
+
+    fn plan_decision(&self, id: ReservationId, decision: Decision) -> Planned {
+        let home = self.home_of(&id);
+        let command = decision.home_command(id.clone());
+        Planned::OneCommand { shard: home as usize, command, finish: Finish::Decision { id, home, decision } }
     }
 
     fn plan_sku_command(&self, sku: Sku, request: Request) -> Planned {

@@ -113,9 +113,9 @@ impl Batch<'_> {
                 let cart = Cart { fingerprint, ttl_ms, home, participants };
                 self.reserve(id, lines, cart, now_ms)
             }
-            Command::Commit { id } => self.commit(&id, now_ms),
+            Command::Commit { id } => self.decide(&id, ReservationState::Committed, now_ms),
             Command::CommitPart { id } => self.commit_part(&id),
-            Command::Release { id } => self.release(&id, now_ms),
+            Command::Release { id } => self.decide(&id, ReservationState::Released, now_ms),
             Command::ReleasePart { id } => self.release_part(&id),
             Command::ExpirePart { id } => self.expire_part(&id),
             Command::Abort { id, fingerprint } => self.abort(&id, fingerprint),
@@ -253,12 +253,15 @@ impl Batch<'_> {
         Ok(PartReply::Held { expires_at_ms, replayed: false, state: ReservationState::Held })
     }
 
-    fn commit(&mut self, id: &ReservationId, now_ms: u64) -> PartOutcome {
+    /// At the home shard: moves the cart to `to` (Committed or Released),
+    /// or refuses. A hold found due is expired first (lazy expiry), so a
+    /// late commit can never sell units a tick would have returned.
+    fn decide(&mut self, id: &ReservationId, to: ReservationState, now_ms: u64) -> PartOutcome {
         let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
             return Err(Rejection::UnknownReservation);
         };
         let reservation = self.reservations.get(slot);
-        assert_eq!(reservation.home, self.config.shard, "a commit reached a non-home part of {id}");
+        assert_eq!(reservation.home, self.config.shard, "a decision reached a non-home part of {id}");
         let participants = reservation.participants;
         match reservation.state {
             ReservationState::Held if reservation.expires_at_ms <= now_ms => {
@@ -266,10 +269,12 @@ impl Batch<'_> {
                 Err(Rejection::ReservationExpired)
             }
             ReservationState::Held => {
-                self.finish(slot, ReservationState::Committed);
+                self.finish(slot, to);
                 Ok(PartReply::Decided { participants })
             }
-            ReservationState::Committed => Ok(PartReply::Decided { participants }),
+            // Idempotent by state: the same decision again answers the same.
+            state if state == to => Ok(PartReply::Decided { participants }),
+            ReservationState::Committed => Err(Rejection::ReservationCommitted),
             ReservationState::Released => Err(Rejection::ReservationReleased),
             ReservationState::Expired => Err(Rejection::ReservationExpired),
         }
@@ -289,28 +294,6 @@ impl Batch<'_> {
             ReservationState::Committed => Ok(PartReply::Done),
             ReservationState::Expired => Err(Rejection::CartPartExpired),
             ReservationState::Released => Err(Rejection::ReservationReleased),
-        }
-    }
-
-    fn release(&mut self, id: &ReservationId, now_ms: u64) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
-            return Err(Rejection::UnknownReservation);
-        };
-        let reservation = self.reservations.get(slot);
-        assert_eq!(reservation.home, self.config.shard, "a release reached a non-home part of {id}");
-        let participants = reservation.participants;
-        match reservation.state {
-            ReservationState::Held if reservation.expires_at_ms <= now_ms => {
-                self.finish(slot, ReservationState::Expired);
-                Err(Rejection::ReservationExpired)
-            }
-            ReservationState::Held => {
-                self.finish(slot, ReservationState::Released);
-                Ok(PartReply::Decided { participants })
-            }
-            ReservationState::Released => Ok(PartReply::Decided { participants }),
-            ReservationState::Committed => Err(Rejection::ReservationCommitted),
-            ReservationState::Expired => Err(Rejection::ReservationExpired),
         }
     }
 
