@@ -285,9 +285,9 @@ impl Engine {
         let fingerprint = cart_fingerprint(request.lines.iter().map(|line| (line.sku.as_str(), line.qty)));
         let id = request.id;
         let home = self.home_of(&id);
-        let cart = CartPlan::new(&request.lines, self.queues.len(), home);
+        let cart = CartPlan::new(request.lines, self.queues.len(), home);
         if cart.away.is_empty() {
-            let command = reserve_command(&id, fingerprint, cart.home_lines, ttl_ms, home, cart.participants);
+            let command = reserve_command(id, fingerprint, cart.home_lines, ttl_ms, home, cart.participants);
             return held_reply(self.send(home as usize, command).await);
         }
         let stripe = key_hash(id.as_str()) as usize % CART_STRIPES;
@@ -296,7 +296,7 @@ impl Engine {
         // cannot reappear while this stripe is held.
         for _round in 0..2 {
             let holds = join_all(cart.away.iter().map(|(shard, lines)| {
-                let command = reserve_command(&id, fingerprint, lines.clone(), ttl_ms, home, cart.participants);
+                let command = reserve_command(id.clone(), fingerprint, lines.clone(), ttl_ms, home, cart.participants);
                 self.send(*shard as usize, command)
             }))
             .await;
@@ -336,7 +336,8 @@ impl Engine {
                     Err(rejection) => return Err(refusal.unwrap_or(rejection)),
                 }
             }
-            let command = reserve_command(&id, fingerprint, cart.home_lines.clone(), ttl_ms, home, cart.participants);
+            let command =
+                reserve_command(id.clone(), fingerprint, cart.home_lines.clone(), ttl_ms, home, cart.participants);
             let outcome = self.send(home as usize, command).await;
             if outcome.is_err() {
                 self.abort_away_parts(&id, fingerprint, &cart.away).await;
@@ -417,13 +418,15 @@ impl Engine {
                     Err(rejection) => return Planned::Refused(rejection),
                 };
                 let home = self.home_of(&reserve.id);
-                let cart = CartPlan::new(&reserve.lines, self.queues.len(), home);
-                if !cart.away.is_empty() {
+                let shard_count = self.queues.len();
+                let at_home = |line: &CartLine| shard_of(key_hash(line.sku.as_str()), shard_count) == usize::from(home);
+                if !reserve.lines.iter().all(at_home) {
                     return Planned::General(Request::Reserve(reserve));
                 }
                 let fingerprint = cart_fingerprint(reserve.lines.iter().map(|line| (line.sku.as_str(), line.qty)));
+                let cart = CartPlan::new(reserve.lines, shard_count, home);
                 let command =
-                    reserve_command(&reserve.id, fingerprint, cart.home_lines, ttl_ms, home, cart.participants);
+                    reserve_command(reserve.id, fingerprint, cart.home_lines, ttl_ms, home, cart.participants);
                 Planned::OneCommand { shard: home as usize, command, finish: Finish::Reserve }
             }
             Request::Commit { id } => self.plan_decision(id, Decision::Commit),
@@ -548,7 +551,7 @@ struct CartPlan {
 }
 
 impl CartPlan {
-    fn new(lines: &[CartLine], shard_count: usize, home: u16) -> CartPlan {
+    fn new(lines: Vec<CartLine>, shard_count: usize, home: u16) -> CartPlan {
         let mut home_lines = Vec::with_capacity(lines.len());
         let mut away: Vec<(u16, Vec<(Sku, u32)>)> = Vec::new();
         for line in lines {
@@ -561,7 +564,7 @@ impl CartPlan {
                 away.push((shard, Vec::new()));
                 &mut away.last_mut().expect("just pushed").1
             };
-            part.push((line.sku.clone(), line.qty));
+            part.push((line.sku, line.qty));
         }
         away.sort_unstable_by_key(|(shard, _)| *shard);
         let participants = away.iter().fold(1u64 << home, |set, (shard, _)| set | (1 << shard));
@@ -570,14 +573,14 @@ impl CartPlan {
 }
 
 fn reserve_command(
-    id: &ReservationId,
+    id: ReservationId,
     fingerprint: u128,
     lines: Vec<(Sku, u32)>,
     ttl_ms: u64,
     home: u16,
     participants: u64,
 ) -> Command {
-    Command::Reserve { id: id.clone(), fingerprint, lines, ttl_ms, home, participants }
+    Command::Reserve { id, fingerprint, lines, ttl_ms, home, participants }
 }
 
 fn participant_shards(participants: u64) -> impl Iterator<Item = u16> {
