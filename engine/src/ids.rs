@@ -1,14 +1,17 @@
 //! Validated identifiers: `Sku` and `ReservationId`. A value of either type
 //! has passed the checks in `limits`; nothing inside the engine re-parses
-//! client strings.
+//! client strings. Both are `SmolStr`: up to 23 bytes live inline (no
+//! allocation to create or clone, no pointer to chase when a reservation
+//! record compares its id); longer ones are shared, so a clone is a count.
 
 use crate::limits::{RESERVATION_ID_LEN_MAX, SKU_LEN_MAX};
 use crate::rejection::Rejection;
+use smol_str::SmolStr;
 use std::fmt;
 
 /// A SKU id: 1..=64 bytes of `[A-Za-z0-9._:/-]`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Sku(Box<str>);
+pub struct Sku(SmolStr);
 
 impl Sku {
     pub fn new(text: &str) -> Result<Sku, Rejection> {
@@ -16,7 +19,7 @@ impl Sku {
         if text.is_empty() || text.len() > SKU_LEN_MAX || !text.bytes().all(valid_byte) {
             return Err(Rejection::SkuInvalid);
         }
-        Ok(Sku(text.into()))
+        Ok(Sku(SmolStr::new(text)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -27,7 +30,7 @@ impl Sku {
 /// A reservation id, the client's idempotency key: 1..=128 bytes of printable
 /// ASCII (0x20..=0x7e).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReservationId(Box<str>);
+pub struct ReservationId(SmolStr);
 
 impl ReservationId {
     pub fn new(text: &str) -> Result<ReservationId, Rejection> {
@@ -35,7 +38,7 @@ impl ReservationId {
         if text.is_empty() || text.len() > RESERVATION_ID_LEN_MAX || !text.bytes().all(printable) {
             return Err(Rejection::ReservationIdInvalid);
         }
-        Ok(ReservationId(text.into()))
+        Ok(ReservationId(SmolStr::new(text)))
     }
 
     pub fn as_str(&self) -> &str {
