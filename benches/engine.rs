@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockd_engine::{
-    CartLine, Command, Engine, EngineConfig, Request, ReservationId, ReserveRequest, ShardConfig, ShardState, Sku,
-    SystemClock,
+    limits::TICK_EVENTS_MAX, CartLine, Command, Engine, EngineConfig, Request, ReservationId, ReservePart,
+    ReserveRequest, ShardConfig, ShardState, Sku, SystemClock,
 };
 
 const BATCH: usize = 1_000;
@@ -118,8 +118,8 @@ fn one_at_a_time(c: &mut Criterion) {
 fn state_machine(c: &mut Criterion) {
     let mut group = c.benchmark_group("apply_reserve_commit_state_machine");
     group.throughput(Throughput::Elements(BATCH as u64));
-    let mut state = ShardState::new(ShardConfig { shard: 0, retention_ms: 60_000, cart_grace_ms: 60_000 });
-    state.batch().apply(Command::SetStock { sku: sku(0), on_hand: 1 << 40, expected_version: None }, 0).unwrap();
+    let mut state = ShardState::new(ShardConfig { shard: 0 });
+    state.batch().apply(&Command::SetStock { sku: sku(0), on_hand: 1 << 40, expected_version: None }, 0).unwrap();
     let mut now_ms = 0;
     group.bench_function("hot_sku", |b| {
         b.iter(|| {
@@ -127,43 +127,41 @@ fn state_machine(c: &mut Criterion) {
             let ids: Vec<ReservationId> = (0..BATCH).map(|_| fresh_id()).collect();
             let mut batch = state.batch();
             for id in &ids {
-                let command = Command::Reserve {
-                    id: id.clone(),
-                    fingerprint: 1,
-                    lines: vec![(sku(0), 1)],
-                    ttl_ms: 60_000,
-                    home: 0,
-                    participants: 1,
-                };
-                batch.apply(command, now_ms).unwrap();
+                batch.apply(&hold(id.clone(), now_ms, 60_000), now_ms).unwrap();
             }
             for id in ids {
-                batch.apply(Command::Commit { id }, now_ms).unwrap();
+                batch.apply(&Command::Commit { id }, now_ms).unwrap();
             }
-            batch.apply(Command::Tick, now_ms).unwrap();
+            batch.tick(now_ms, TICK_EVENTS_MAX);
             drop(batch);
-            state.publish();
+            state.publish_now();
         })
     });
     group.finish();
 }
 
+/// A single-line hold of one unit of `sku-0` at home (shard 0).
+fn hold(id: ReservationId, now_ms: u64, ttl_ms: u64) -> Command {
+    Command::Reserve(ReservePart {
+        id,
+        fingerprint: 1,
+        lines: vec![CartLine { sku: sku(0), qty: 1 }],
+        expires_at_ms: now_ms + ttl_ms,
+        forget_at_ms: now_ms + ttl_ms + 60_000,
+        home: 0,
+        participants: 1,
+    })
+}
+
 /// A shard holding 1M reservations with TTLs spread over 1..=600 s.
 fn state_with_million_holds() -> ShardState {
-    let mut state = ShardState::new(ShardConfig { shard: 0, retention_ms: 60_000, cart_grace_ms: 60_000 });
+    let mut state = ShardState::new(ShardConfig { shard: 0 });
     let mut batch = state.batch();
-    batch.apply(Command::SetStock { sku: sku(0), on_hand: 1 << 40, expected_version: None }, 0).unwrap();
+    batch.apply(&Command::SetStock { sku: sku(0), on_hand: 1 << 40, expected_version: None }, 0).unwrap();
     let mut seed = 11u64;
     for i in 0..1_000_000u64 {
-        let command = Command::Reserve {
-            id: ReservationId::new(&format!("hold-{i}")).expect("valid id"),
-            fingerprint: 1,
-            lines: vec![(sku(0), 1)],
-            ttl_ms: 1_000 + lcg(&mut seed) % 599_000,
-            home: 0,
-            participants: 1,
-        };
-        batch.apply(command, 0).unwrap();
+        let id = ReservationId::new(&format!("hold-{i}")).expect("valid id");
+        batch.apply(&hold(id, 0, 1_000 + lcg(&mut seed) % 599_000), 0).unwrap();
     }
     drop(batch);
     state
@@ -175,7 +173,7 @@ fn expiry(c: &mut Criterion) {
     group.bench_function("one_tick_all_due", |b| {
         b.iter_batched_ref(
             state_with_million_holds,
-            |state| state.batch().apply(Command::Tick, 10_000_000).unwrap(),
+            |state| state.batch().tick(10_000_000, TICK_EVENTS_MAX),
             criterion::BatchSize::PerIteration,
         )
     });
@@ -190,11 +188,8 @@ fn report_longest_expiry_pause() {
     for now_ms in (0..=700_000u64).step_by(10) {
         loop {
             let began = Instant::now();
-            let changed = {
-                let mut batch = state.batch();
-                matches!(batch.apply(Command::Tick, now_ms), Ok(stockd_engine::PartReply::Ticked { changed: true }))
-            };
-            state.publish();
+            let changed = state.batch().tick(now_ms, TICK_EVENTS_MAX).is_some();
+            state.publish_now();
             pauses_us.record(began.elapsed().as_micros() as u64).expect("in range");
             if !changed {
                 break;
@@ -214,11 +209,8 @@ fn report_longest_expiry_pause() {
     let mut longest = Duration::ZERO;
     loop {
         let began = Instant::now();
-        let changed = matches!(
-            state.batch().apply(Command::Tick, 10_000_000),
-            Ok(stockd_engine::PartReply::Ticked { changed: true })
-        );
-        state.publish();
+        let changed = state.batch().tick(10_000_000, TICK_EVENTS_MAX).is_some();
+        state.publish_now();
         longest = longest.max(began.elapsed());
         if !changed {
             break;

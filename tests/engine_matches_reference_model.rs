@@ -6,8 +6,7 @@
 //! published count must equal the model's.
 //!
 //! A cart spanning shards expires everywhere when its home expires (the
-//! home shard tells the others); the grace on away parts is a crash
-//! fallback that this test never reaches.
+//! home shard tells the others; parts never expire on their own).
 //!
 //! `STOCKD_MODEL_CASES` raises the number of sequences (default 2000).
 
@@ -23,7 +22,6 @@ const SKUS: usize = 6;
 const IDS: usize = 6;
 const SHARDS: usize = 3;
 const RETENTION_MS: u64 = 6_000;
-const GRACE_MS: u64 = 1_000;
 const TTL_MS_DEFAULT: u64 = 2_000;
 
 #[derive(Debug, Clone)]
@@ -281,7 +279,6 @@ fn run(ops: &[Op]) {
         shards: SHARDS,
         ttl_ms_default: TTL_MS_DEFAULT,
         retention_ms: RETENTION_MS,
-        cart_grace_ms: GRACE_MS,
         ..EngineConfig::default()
     };
     let engine = Engine::start(config, clock.clone());

@@ -1,15 +1,13 @@
 //! Holds expire on the injected clock and return their units exactly once,
 //! including a mass expiry larger than one tick's bounded share and carts
-//! whose away parts outlive home by the grace; commit and release after
-//! expiry are refused.
+//! spanning shards (whose parts expire when home does, never on their own);
+//! commit and release after expiry are refused.
 
 use std::sync::Arc;
 use stockd_engine::{
-    limits::TICK_EVENTS_MAX, CartLine, Command, Engine, EngineConfig, ManualClock, PartReply, Rejection, Reply,
-    Request, ReservationId, ReserveRequest, ShardConfig, ShardState, Sku, SkuCounts,
+    limits::TICK_EVENTS_MAX, CartLine, Command, Engine, EngineConfig, ManualClock, PartReply, Query, Rejection,
+    Reply, Request, ReservationId, ReservePart, ReserveRequest, ShardConfig, ShardState, Sku, SkuCounts,
 };
-
-const GRACE_MS: u64 = 5_000;
 
 fn sku(s: usize) -> Sku {
     Sku::new(&format!("sku-{s}")).unwrap()
@@ -28,7 +26,7 @@ fn counts(engine: &Engine, s: usize) -> SkuCounts {
 }
 
 fn start(clock: &Arc<ManualClock>, skus: usize, stock: u64) -> Engine {
-    let config = EngineConfig { shards: 3, cart_grace_ms: GRACE_MS, ..EngineConfig::default() };
+    let config = EngineConfig { shards: 3, ..EngineConfig::default() };
     let engine = Engine::start(config, clock.clone());
     for s in 0..skus {
         engine.submit_blocking(Request::SetStock { sku: sku(s), on_hand: stock, expected_version: None }).unwrap();
@@ -101,37 +99,39 @@ fn cross_shard_cart_expires_everywhere_when_home_expires() {
     let id = ReservationId::new("wide").unwrap();
     assert_eq!(engine.submit_blocking(Request::Commit { id: id.clone() }), Err(Rejection::ReservationExpired));
     assert_eq!(engine.submit_blocking(Request::Release { id }), Err(Rejection::ReservationExpired));
-    clock.advance_ms(GRACE_MS);
+    clock.advance_ms(60_000);
     audit_twice(&engine);
     assert!(cart.iter().all(|&s| counts(&engine, s).reserved == 0), "returned exactly once");
 }
 
-/// If home's `ExpirePart` never arrives (a crash), an away part still
-/// expires on its own deadline: the cart's plus the grace.
+/// A part away from home has no timer of its own: however late its shard's
+/// clock runs, only home's `ExpirePart` (or a recovery that asks home)
+/// returns its units. Otherwise a commit decided at home could meet a part
+/// that had already expired: a cart partly sold and partly returned.
 #[test]
-fn away_part_expires_on_its_own_deadline_plus_grace() {
-    let config = ShardConfig { shard: 1, retention_ms: 60_000, cart_grace_ms: GRACE_MS };
-    let mut state = ShardState::new(config);
+fn away_part_waits_for_home_and_expires_when_told() {
+    let mut state = ShardState::new(ShardConfig { shard: 1 });
     let mut batch = state.batch();
     let set = Command::SetStock { sku: sku(0), on_hand: 3, expected_version: None };
-    batch.apply(set, 0).unwrap();
-    let part = Command::Reserve {
-        id: ReservationId::new("away").unwrap(),
+    batch.apply(&set, 0).unwrap();
+    let id = ReservationId::new("away").unwrap();
+    let part = ReservePart {
+        id: id.clone(),
         fingerprint: 7,
-        lines: vec![(sku(0), 2)],
-        ttl_ms: 1_000,
+        lines: vec![CartLine { sku: sku(0), qty: 2 }],
+        expires_at_ms: 1_000,
+        forget_at_ms: 61_000,
         home: 0,
         participants: 0b11,
     };
-    assert!(
-        matches!(batch.apply(part, 0), Ok(PartReply::Held { expires_at_ms, .. }) if expires_at_ms == 1_000 + GRACE_MS)
-    );
-    let reserved = |batch: &mut stockd_engine::Batch<'_>| match batch.apply(Command::GetSku { sku: sku(0) }, 0) {
+    assert!(matches!(batch.apply(&Command::Reserve(part), 0), Ok(PartReply::Held { expires_at_ms: 1_000, .. })));
+    let reserved = |batch: &stockd_engine::Batch<'_>| match batch.query(&Query::GetSku { sku: sku(0) }) {
         Ok(PartReply::Sku(counts)) => counts.reserved,
         other => panic!("{other:?}"),
     };
-    assert_eq!(batch.apply(Command::Tick, 1_000 + GRACE_MS - 1), Ok(PartReply::Ticked { changed: false }));
-    assert_eq!(reserved(&mut batch), 2);
-    assert_eq!(batch.apply(Command::Tick, 1_000 + GRACE_MS), Ok(PartReply::Ticked { changed: true }));
-    assert_eq!(reserved(&mut batch), 0);
+    assert_eq!(batch.tick(1_000_000, TICK_EVENTS_MAX), None, "nothing fires on the part's own clock");
+    assert_eq!(reserved(&batch), 2);
+    batch.apply(&Command::ExpirePart { id }, 1_000_000).unwrap();
+    assert_eq!(reserved(&batch), 0);
+    batch.query(&Query::Audit).unwrap();
 }

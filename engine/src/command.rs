@@ -1,14 +1,26 @@
 //! What a shard applies and what it answers. `Command` is the unit of the
-//! state machine and (with the WAL) of the log: each accepted command is
-//! stamped with its shard's time and replayed through the same `apply`.
-//! Callers outside the engine speak `Request` (see `request`); the engine's
-//! coordinator turns each into one or more commands.
+//! state machine and of the WAL: each command that changed the state is
+//! stamped with its shard's time, logged, and on recovery replayed through
+//! the same `apply`. Commands are fully resolved before they are applied
+//! (a `Reserve` carries its deadline, not a TTL), so replay depends on
+//! nothing but the log: not the clock, not the configuration.
+//!
+//! `Query` reads a shard without changing it and is never logged. Callers
+//! outside the engine speak `Request` (see `request`); the engine turns each
+//! into one message for one shard.
 
 use crate::ids::{ReservationId, Sku};
 use crate::read_view::SkuCounts;
 use crate::rejection::Rejection;
 
-/// One command for one shard.
+/// One line of a cart: a SKU and how many units of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartLine {
+    pub sku: Sku,
+    pub qty: u32,
+}
+
+/// A state change for one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Set `on_hand` absolutely; with `expected_version`, only if the SKU's
@@ -16,40 +28,65 @@ pub enum Command {
     SetStock { sku: Sku, on_hand: u64, expected_version: Option<u64> },
     /// Change `on_hand` by `delta`; refused below `reserved`.
     AdjustStock { sku: Sku, delta: i64 },
-    /// Hold this shard's lines of cart `id`. `home` is the id's shard, which
-    /// dedupes the id and decides the cart's fate (its part may have no
-    /// lines); `participants` is the bit set of every shard holding a part
-    /// (home included); `fingerprint` identifies the whole cart body.
-    Reserve { id: ReservationId, fingerprint: u128, lines: Vec<(Sku, u32)>, ttl_ms: u64, home: u16, participants: u64 },
-    /// At the home shard: decide to commit the cart.
+    /// Hold this shard's part of cart `id`, all lines or none.
+    Reserve(ReservePart),
+    /// At the home shard: decide to commit the cart (sell its units).
     Commit { id: ReservationId },
-    /// At a participant: carry out a commit the home shard already decided.
-    CommitPart { id: ReservationId },
     /// At the home shard: decide to release the cart.
     Release { id: ReservationId },
-    /// At a participant: carry out a release the home shard already decided.
+    /// At a part away from home: carry out the commit home decided.
+    CommitPart { id: ReservationId },
+    /// At a part away from home: carry out the release home decided.
     ReleasePart { id: ReservationId },
-    /// At a participant: the home shard expired the cart; return the units
-    /// now rather than at the part's own (later) deadline.
+    /// At a part away from home: home expired the cart.
     ExpirePart { id: ReservationId },
-    /// At a participant: forget a part whose cart was never acknowledged (a
-    /// refused cart, or an orphan left by a crash). Never touches a home part.
+    /// At a part away from home: forget a part whose cart was never
+    /// completed (refused, or orphaned by a crash). Only a held part with
+    /// this fingerprint is removed.
     Abort { id: ReservationId, fingerprint: u128 },
-    /// Expire due holds and forget finished reservations past retention.
-    Tick,
-    /// Read a SKU through the shard (consistent with every applied command).
+    /// Fire every due timer (expire holds, forget finished reservations)
+    /// whose key is at or before `up_to`. The live shard picks `up_to` so
+    /// that one tick does a bounded amount of work; replay fires exactly the
+    /// same timers because the bound is in the log.
+    Tick { up_to: TimerKey },
+}
+
+/// One shard's part of a cart, as held and as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservePart {
+    pub id: ReservationId,
+    /// Identifies the whole cart body (see `hash::cart_fingerprint`).
+    pub fingerprint: u128,
+    /// This shard's lines, in SKU order. Only the home part may have none.
+    pub lines: Vec<CartLine>,
+    /// The cart's deadline, the same on every part.
+    pub expires_at_ms: u64,
+    /// When the finished reservation is forgotten: deadline plus retention.
+    pub forget_at_ms: u64,
+    /// The id's shard: it dedupes the id and decides the cart's fate.
+    pub home: u16,
+    /// Bit set of every shard holding a part, home included.
+    pub participants: u64,
+}
+
+/// The order in which timers fire: by due time, then by the reservation's
+/// sequence number, which the shard assigns in apply order. Unique per
+/// timer, identical on replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerKey {
+    pub due_ms: u64,
+    pub seq: u64,
+}
+
+/// A read of one shard; changes nothing and is never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// A SKU's counts, consistent with every command applied before it.
     GetSku { sku: Sku },
-    /// Read this shard's part of a reservation.
+    /// This shard's part of a reservation.
     GetReservation { id: ReservationId },
     /// Check every invariant of the shard's state by a full scan.
     Audit,
-}
-
-impl Command {
-    /// Queries change nothing and are never logged.
-    pub fn is_query(&self) -> bool {
-        matches!(self, Command::GetSku { .. } | Command::GetReservation { .. } | Command::Audit)
-    }
 }
 
 /// Where a reservation is in its life. It only ever moves Held -> one of the
@@ -81,31 +118,20 @@ pub struct PartView {
     pub participants: u64,
     pub state: ReservationState,
     pub expires_at_ms: u64,
-    pub lines: Vec<(Sku, u32)>,
+    pub lines: Vec<CartLine>,
 }
 
-/// A shard's answer to one command.
+/// A shard's answer to one command or query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartReply {
     /// The SKU's counts after the command.
     Sku(SkuCounts),
     /// The part is held (or, when `replayed`, was held by an earlier command
     /// with the same id and body, and is now in `state`).
-    Held {
-        expires_at_ms: u64,
-        replayed: bool,
-        state: ReservationState,
-    },
-    /// The home shard decided; the coordinator finishes the other parts.
-    Decided {
-        participants: u64,
-    },
+    Held { expires_at_ms: u64, replayed: bool, state: ReservationState },
+    Committed,
+    Released,
     Part(PartView),
-    /// A tick ran; `changed` says whether it expired or forgot anything (only
-    /// then does it need to be logged).
-    Ticked {
-        changed: bool,
-    },
     Done,
 }
 

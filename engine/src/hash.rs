@@ -2,6 +2,7 @@
 //! lands in, so it must never change between builds or runs: it uses XXH3,
 //! a specified algorithm, never `std`'s randomised hasher.
 
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// The 64-bit XXH3 hash of a key; table lookups use all of it.
@@ -19,9 +20,9 @@ pub fn shard_of(key_hash: u64, shard_count: usize) -> usize {
 
 /// The fingerprint of a cart: 128-bit XXH3 over its lines in SKU order.
 /// Two bodies under one reservation id are "the same" when their
-/// fingerprints are equal.
+/// fingerprints are equal. Carts of a few lines hash from the stack.
 pub fn cart_fingerprint<'a>(sorted_lines: impl Iterator<Item = (&'a str, u32)>) -> u128 {
-    let mut bytes = Vec::with_capacity(64);
+    let mut bytes: SmallVec<[u8; 256]> = SmallVec::new();
     for (sku, qty) in sorted_lines {
         // Length-prefixed so that ("ab", 1) and ("a", ...) can never collide by concatenation.
         bytes.push(sku.len() as u8);

@@ -4,23 +4,25 @@
 //!
 //! What it never does: read the wall clock (time comes from the `Clock` it
 //! is given and is stamped once per batch), speak HTTP or JSON, or touch a
-//! database. Its only I/O (with the WAL) is through the log handle a shard
-//! is given.
+//! database. Its only I/O is through the log a shard is given.
 //!
 //! # Layout
 //! - `limits`: every `_MAX` / default, as named constants.
-//! - `ids`: validated `Sku` and `ReservationId`.
+//! - `ids`: validated `Sku` and `ReservationId`, each with its hash.
 //! - `rejection`: the one error enum, with stable codes.
 //! - `request`: the public `Request` / `Reply` vocabulary and its validation.
 //! - `command`: the per-shard `Command` the state machine applies and logs.
 //! - `state`: one shard's state and `apply(state, command, now)`.
 //! - `reservations`: reservation records, id index, deadline timers.
+//! - `carts`: the cross-shard cart protocol, run by each cart's home shard.
 //! - `read_view`: the SKU index and published counts readers use.
-//! - `shard`: the shard thread's batch loop.
-//! - `engine`: starting shards, routing, and the cross-shard cart protocol.
+//! - `shard`: the shard thread's batch loop and its durability seam.
+//! - `engine`: starting shards and routing requests to them.
+//! - `stats`: counters for operators.
 //! - `clock`, `hash`: injected time; stable hashing and shard choice.
 #![forbid(unsafe_code)]
 
+mod carts;
 pub mod clock;
 pub mod command;
 mod engine;
@@ -33,12 +35,13 @@ pub mod request;
 mod reservations;
 mod shard;
 pub mod state;
+pub mod stats;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use command::{Command, PartOutcome, PartReply, PartView, ReservationState};
+pub use command::{CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey};
 pub use engine::{Engine, EngineConfig};
 pub use ids::{ReservationId, Sku};
 pub use read_view::{ReadView, SkuCounts};
 pub use rejection::Rejection;
-pub use request::{CartLine, Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
-pub use state::{Batch, ShardConfig, ShardState};
+pub use request::{Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
+pub use state::{Batch, Notice, ShardConfig, ShardState};

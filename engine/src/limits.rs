@@ -21,9 +21,11 @@ pub const TTL_MS_DEFAULT: u64 = 15 * 60 * 1_000;
 /// How long a finished reservation is remembered after its deadline, so that
 /// retries still dedupe.
 pub const RETENTION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1_000;
-/// Extra time a non-home part of a cross-shard cart is held past the cart's
-/// deadline, so that a commit decided at home always finds its parts held.
-pub const CART_GRACE_MS_DEFAULT: u64 = 60 * 1_000;
+/// Cross-shard carts a home shard holds in progress at once; beyond this a
+/// new one is refused as `busy`.
+pub const PENDING_CARTS_MAX_DEFAULT: usize = 16_384;
+/// Attempts with another body that may wait behind one in-progress cart id.
+pub const CART_QUEUE_LEN_MAX: usize = 16;
 /// Most shards; a cart's participants are a `u64` bit set.
 pub const SHARDS_MAX: usize = 64;
 /// Default depth of each shard's command queue, in messages.

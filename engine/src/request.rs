@@ -2,17 +2,11 @@
 //! they hear back (`Reply` or a `Rejection`). Validation of everything a
 //! request carries happens here, before any shard sees it.
 
-use crate::command::ReservationState;
+use crate::command::{CartLine, ReservationState};
 use crate::ids::{ReservationId, Sku};
 use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX, TTL_MS_MAX, TTL_MS_MIN};
 use crate::read_view::SkuCounts;
 use crate::rejection::Rejection;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CartLine {
-    pub sku: Sku,
-    pub qty: u32,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReserveRequest {
@@ -81,7 +75,7 @@ pub type Outcome = Result<Reply, Rejection>;
 impl ReserveRequest {
     /// Checks every limit, puts the lines in SKU order (the canonical form
     /// the fingerprint is taken over) and returns the TTL to use.
-    pub(crate) fn validate(&mut self, ttl_ms_default: u64) -> Result<u64, Rejection> {
+    pub fn validate(&mut self, ttl_ms_default: u64) -> Result<u64, Rejection> {
         if self.lines.is_empty() || self.lines.len() > LINES_MAX {
             return Err(Rejection::LinesOutOfRange);
         }
@@ -100,7 +94,7 @@ impl ReserveRequest {
     }
 }
 
-pub(crate) fn validate_stock(on_hand_or_delta: u64) -> Result<(), Rejection> {
+pub fn validate_stock(on_hand_or_delta: u64) -> Result<(), Rejection> {
     if on_hand_or_delta > ON_HAND_MAX {
         return Err(Rejection::OnHandTooLarge);
     }

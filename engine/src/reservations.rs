@@ -1,13 +1,17 @@
 //! One shard's reservations: a slab of records, an id index, and a
-//! deadline-ordered timer heap, so that due holds are found without scanning
-//! every reservation. Each record has one pending timer at a time: its hold
-//! deadline while held, then its forget time (deadline + retention) once
-//! finished. Stale heap entries (for a record since removed or replaced) are
-//! recognised on pop by re-checking the record, so nothing is ever removed
-//! from the middle of the heap.
+//! deadline-ordered timer heap, so that due timers are found without
+//! scanning every reservation.
+//!
+//! Each record has at most one pending timer, named by its `TimerKey`: a
+//! held home part's deadline; a finished record's forget time. A held part
+//! away from home has none: only its home expires it. Re-arming leaves the
+//! old heap entry behind; it is recognised as stale on pop (the record's
+//! current key differs), so nothing is ever removed from the middle of the
+//! heap, and which timers are *real* depends only on the records, never on
+//! the heap's history. That is what makes a logged `Tick { up_to }` replay
+//! exactly.
 
-use crate::command::ReservationState;
-use crate::hash::key_hash;
+use crate::command::{ReservationState, TimerKey};
 use crate::ids::ReservationId;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
@@ -21,19 +25,29 @@ pub(crate) struct Line {
     pub qty: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Reservation {
     pub id: ReservationId,
     pub fingerprint: u128,
     /// Most carts are one line; it lives inline.
     pub lines: SmallVec<[Line; 1]>,
-    /// This part's deadline: the cart's, plus the grace on non-home parts.
+    /// The cart's deadline (the same on every part).
     pub expires_at_ms: u64,
-    /// When a finished record is dropped: the cart's deadline plus retention.
+    /// When the finished record is dropped: the deadline plus retention.
     pub forget_at_ms: u64,
+    /// Assigned in apply order; breaks ties between equal due times.
+    pub seq: u64,
+    /// The due time of this record's one pending timer, if it has one.
+    pub timer_due_ms: Option<u64>,
     pub state: ReservationState,
     pub home: u16,
     pub participants: u64,
+}
+
+impl Reservation {
+    pub fn timer(&self) -> Option<TimerKey> {
+        self.timer_due_ms.map(|due_ms| TimerKey { due_ms, seq: self.seq })
+    }
 }
 
 #[derive(Default)]
@@ -42,29 +56,39 @@ pub(crate) struct Reservations {
     free: Vec<u32>,
     /// (id hash, slab slot): keeping the hash makes growth re-hash nothing.
     by_id: HashTable<(u64, u32)>,
-    /// (due time, slab slot), earliest first.
-    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    /// (timer key, slab slot), earliest first; may hold stale entries.
+    timers: BinaryHeap<Reverse<(TimerKey, u32)>>,
+    next_seq: u64,
+    held: usize,
 }
 
 impl Reservations {
-    /// The slot of `id`, whose hash is `id_hash` (see `hash::key_hash`).
-    pub fn find(&self, id: &str, id_hash: u64) -> Option<u32> {
-        let same = |&(hash, slot): &(u64, u32)| hash == id_hash && self.get(slot).id.as_str() == id;
-        self.by_id.find(id_hash, same).map(|&(_, slot)| slot)
+    pub fn find(&self, id: &ReservationId) -> Option<u32> {
+        let hash = id.key_hash();
+        let same = |&(other_hash, slot): &(u64, u32)| other_hash == hash && self.get(slot).id == *id;
+        self.by_id.find(hash, same).map(|&(_, slot)| slot)
     }
 
     pub fn get(&self, slot: u32) -> &Reservation {
         self.slab[slot as usize].as_ref().expect("indexed slots are occupied")
     }
 
-    pub fn get_mut(&mut self, slot: u32) -> &mut Reservation {
-        self.slab[slot as usize].as_mut().expect("indexed slots are occupied")
+    /// Stores a new (absent) reservation, gives it the next sequence number,
+    /// and arms its timer.
+    pub fn insert(&mut self, mut reservation: Reservation) -> u32 {
+        reservation.seq = self.next_seq;
+        self.next_seq += 1;
+        self.insert_with_seq(reservation)
     }
 
-    /// Stores a new (absent) reservation and arms its deadline timer.
-    pub fn insert(&mut self, reservation: Reservation, id_hash: u64) -> u32 {
-        debug_assert_eq!(id_hash, key_hash(reservation.id.as_str()));
-        let due_ms = reservation.expires_at_ms;
+    /// Stores a reservation that already has its sequence number (snapshot load).
+    pub fn insert_with_seq(&mut self, reservation: Reservation) -> u32 {
+        assert!(reservation.seq < self.next_seq, "sequence {} not yet issued", reservation.seq);
+        let hash = reservation.id.key_hash();
+        let timer = reservation.timer();
+        if reservation.state == ReservationState::Held {
+            self.held += 1;
+        }
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = Some(reservation);
@@ -75,45 +99,86 @@ impl Reservations {
                 u32::try_from(self.slab.len() - 1).expect("fewer than 2^32 reservations per shard")
             }
         };
-        self.by_id.insert_unique(id_hash, (id_hash, slot), |&(hash, _)| hash);
-        self.timers.push(Reverse((due_ms, slot)));
+        self.by_id.insert_unique(hash, (hash, slot), |&(hash, _)| hash);
+        if let Some(key) = timer {
+            self.timers.push(Reverse((key, slot)));
+        }
         slot
     }
 
     pub fn remove(&mut self, slot: u32) -> Reservation {
-        let hash = key_hash(self.get(slot).id.as_str());
+        let hash = self.get(slot).id.key_hash();
         self.by_id.find_entry(hash, |&(_, other)| other == slot).expect("a stored reservation is indexed").remove();
         // Grow the free list once to the slab's size instead of doubling it
         // inside a mass expiry: measured, each doubling paused the loop for
-        // 5-49 ms with 1M holds; this way the worst turn is ~3.6 ms.
+        // 5-49 ms with 1M holds.
         if self.free.len() == self.free.capacity() {
             self.free.reserve_exact(self.slab.len() - self.free.len());
         }
         self.free.push(slot);
-        self.slab[slot as usize].take().expect("indexed slots are occupied")
-    }
-
-    pub fn arm_timer(&mut self, due_ms: u64, slot: u32) {
-        self.timers.push(Reverse((due_ms, slot)));
-    }
-
-    /// Pops the next timer due at or before `now_ms`, with the slot's record
-    /// if it still has one.
-    pub fn pop_due(&mut self, now_ms: u64) -> Option<(u64, u32)> {
-        match self.timers.peek() {
-            Some(&Reverse((due_ms, _))) if due_ms <= now_ms => {
-                let Reverse((due_ms, slot)) = self.timers.pop().expect("peeked");
-                Some((due_ms, slot))
-            }
-            _ => None,
+        let removed = self.slab[slot as usize].take().expect("indexed slots are occupied");
+        if removed.state == ReservationState::Held {
+            self.held -= 1;
         }
+        removed
     }
 
-    pub fn is_occupied(&self, slot: u32) -> bool {
-        self.slab.get(slot as usize).is_some_and(Option::is_some)
+    /// Moves a held record to a final state and arms its forget timer.
+    pub fn finish(&mut self, slot: u32, to: ReservationState) {
+        assert_ne!(to, ReservationState::Held, "finish never moves to Held");
+        let record = self.slab[slot as usize].as_mut().expect("indexed slots are occupied");
+        assert_eq!(record.state, ReservationState::Held, "only a hold can finish: {record:?}");
+        record.state = to;
+        record.timer_due_ms = Some(record.forget_at_ms);
+        let key = TimerKey { due_ms: record.forget_at_ms, seq: record.seq };
+        self.held -= 1;
+        self.timers.push(Reverse((key, slot)));
+    }
+
+    /// Pops the earliest heap entry at or before `up_to`: `Some((key, Some(slot)))`
+    /// for a real timer, `Some((key, None))` for a stale entry.
+    pub fn pop_due(&mut self, up_to: TimerKey) -> Option<(TimerKey, Option<u32>)> {
+        let &Reverse((key, slot)) = self.timers.peek()?;
+        if key > up_to {
+            return None;
+        }
+        self.timers.pop();
+        let real = self.slab.get(slot as usize).and_then(Option::as_ref).is_some_and(|record| record.timer() == Some(key));
+        Some((key, real.then_some(slot)))
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.held
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// For a snapshot load: sequence numbers continue after the snapshot's.
+    pub fn set_next_seq(&mut self, next_seq: u64) {
+        assert!(self.slab.is_empty(), "the sequence is set before records are loaded");
+        self.next_seq = next_seq;
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
         self.slab.iter().flatten()
+    }
+
+    /// Every real pending timer, as the heap would fire them (for the audit).
+    pub fn real_timers(&self) -> Vec<TimerKey> {
+        let mut keys: Vec<TimerKey> = self
+            .timers
+            .iter()
+            .filter(|Reverse((key, slot))| self.get_opt(*slot).is_some_and(|record| record.timer() == Some(*key)))
+            .map(|Reverse((key, _))| *key)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    fn get_opt(&self, slot: u32) -> Option<&Reservation> {
+        self.slab.get(slot as usize).and_then(Option::as_ref)
     }
 }

@@ -1,136 +1,473 @@
-//! A shard's thread: the only owner of its `ShardState`. It drains whatever
-//! waits in its bounded queue (up to `batch_len_max` commands), ticks,
-//! applies every command with one timestamp, makes the batch durable (the
-//! WAL's group commit goes exactly there), publishes the new counts, and
-//! only then replies. No reply ever precedes the publish of its batch.
+//! A shard's thread: the only owner of its `ShardState`. Each loop turn it
+//! takes what waits in its two inboxes (messages from other shards first,
+//! then up to `batch_len_max` client commands), stamps them with one time,
+//! ticks, applies everything, appends every command that changed the state
+//! to its `Durability`, and ends the batch. The batch's *completion*
+//! (publishing its counts, its messages to other shards, its replies) runs
+//! only once the batch is durable: no caller, reader or peer ever sees state
+//! a crash could take back.
+//!
+//! Two inboxes: clients use a bounded queue (full = an immediate `Busy`);
+//! shards use an unbounded one, so a shard never blocks on another (no
+//! deadlock) and its depth is bounded by the protocol instead: pending carts
+//! (`pending_carts_max`) and the decisions of one batch.
 
+use crate::carts::{CartRequest, Carts};
 use crate::clock::Clock;
-use crate::command::{Command, PartOutcome};
-use crate::limits::IDLE_TICK_MS;
-use crate::state::ShardState;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crate::command::{CartLine, Command, PartOutcome, Query, ReservePart};
+use crate::ids::ReservationId;
+use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
+use crate::read_view::{SharedSkuIndex, SkuCounts};
+use crate::rejection::Rejection;
+use crate::state::{publish, Batch, ShardState};
+use crate::stats::ShardStats;
+use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-pub(crate) enum ShardMessage {
-    One {
-        command: Command,
-        reply: oneshot::Sender<PartOutcome>,
-    },
-    Many {
-        commands: Vec<Command>,
-        reply: oneshot::Sender<Vec<PartOutcome>>,
-    },
-    /// Commands from another shard (`ExpirePart`); nobody waits for them.
-    FromShard {
-        commands: Vec<Command>,
-    },
+/// One client request for one shard.
+pub(crate) enum ClientOp {
+    /// SetStock, AdjustStock, Commit, Release.
+    Apply(Command),
+    /// A cart whose every line lives on its home shard.
+    ReserveLocal { id: ReservationId, fingerprint: u128, lines: Vec<CartLine>, ttl_ms: u64 },
+    /// A cart with lines on other shards, sent to its home.
+    ReserveCart(CartRequest),
+    Query(Query),
+}
+
+pub(crate) enum ClientMessage {
+    One { op: ClientOp, reply: oneshot::Sender<PartOutcome> },
+    Many { ops: Vec<ClientOp>, reply: oneshot::Sender<Vec<PartOutcome>> },
     /// Finish what is queued, then exit.
     Stop,
 }
 
-impl ShardMessage {
-    fn command_count(&self) -> usize {
+impl ClientMessage {
+    fn op_count(&self) -> usize {
         match self {
-            ShardMessage::One { .. } => 1,
-            ShardMessage::Many { commands, .. } | ShardMessage::FromShard { commands } => commands.len(),
-            ShardMessage::Stop => 0,
+            ClientMessage::One { .. } => 1,
+            ClientMessage::Many { ops, .. } => ops.len(),
+            ClientMessage::Stop => 0,
         }
     }
 }
 
+/// Shard-to-shard messages of the cart protocol (see `carts`).
+#[derive(Debug)]
+pub(crate) enum PeerMessage {
+    /// From a cart's home: hold this part, then answer with `PartAnswer`.
+    ReservePart(ReservePart),
+    /// To a cart's home: how its part on `shard` went.
+    PartAnswer { id: ReservationId, shard: u16, outcome: PartOutcome },
+    /// From a cart's home: carry out its decision or abort the part, then
+    /// acknowledge with `Settled`.
+    Follow { command: Command, home: u16 },
+    /// To a cart's home: one `Follow` about `id` is applied and durable.
+    Settled { id: ReservationId },
+}
+
+/// Who waits for an outcome that may come a few batches later.
+pub(crate) enum Waiter {
+    One(oneshot::Sender<PartOutcome>),
+    /// Position `position` of the `Many` reply `reply` in `ManyReplies`.
+    Many { reply: usize, position: usize },
+}
+
+/// `Many` replies with outcomes still to come (a cart in progress).
+#[derive(Default)]
+pub(crate) struct ManyReplies {
+    slots: Vec<Option<ManyReply>>,
+    free: Vec<usize>,
+}
+
+struct ManyReply {
+    outcomes: Vec<PartOutcome>,
+    missing: usize,
+    reply: oneshot::Sender<Vec<PartOutcome>>,
+}
+
+impl ManyReplies {
+    fn insert(&mut self, reply: ManyReply) -> usize {
+        match self.free.pop() {
+            Some(key) => {
+                self.slots[key] = Some(reply);
+                key
+            }
+            None => {
+                self.slots.push(Some(reply));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Fills one outcome; hands the reply to `done` when it was the last.
+    fn fill(&mut self, key: usize, position: usize, outcome: PartOutcome, done: &mut Completion) {
+        let reply = self.slots[key].as_mut().expect("a waiter's reply is live");
+        reply.outcomes[position] = outcome;
+        reply.missing -= 1;
+        if reply.missing == 0 {
+            let reply = self.slots[key].take().expect("checked above");
+            self.free.push(key);
+            done.many_replies.push((reply.reply, reply.outcomes));
+        }
+    }
+
+    /// Sends every unfinished reply as it stands (shutdown: the unfilled
+    /// positions still say `shutting_down`).
+    fn abandon(&mut self, done: &mut Completion) {
+        for reply in self.slots.drain(..).flatten() {
+            done.many_replies.push((reply.reply, reply.outcomes));
+        }
+        self.free.clear();
+    }
+}
+
+/// Everything a batch hands out once it is durable.
+#[derive(Default)]
+pub(crate) struct Completion {
+    pub published: Vec<(u32, SkuCounts)>,
+    pub one_replies: Vec<(oneshot::Sender<PartOutcome>, PartOutcome)>,
+    pub many_replies: Vec<(oneshot::Sender<Vec<PartOutcome>>, Vec<PartOutcome>)>,
+    /// Messages for each shard, by shard index.
+    pub peer_out: Vec<Vec<PeerMessage>>,
+}
+
+impl Completion {
+    pub fn with_shards(shards: usize) -> Completion {
+        Completion { peer_out: (0..shards).map(|_| Vec::new()).collect(), ..Completion::default() }
+    }
+
+    /// Publishes, tells the other shards, then replies; leaves the buffers
+    /// empty for reuse.
+    pub fn deliver(&mut self, target: &CompletionTarget) {
+        publish(&target.index, &self.published);
+        self.published.clear();
+        for (messages, peer) in self.peer_out.iter_mut().zip(&target.peers) {
+            if !messages.is_empty() {
+                // A stopped peer has dropped its inbox; recovery finishes
+                // whatever it was told.
+                let _ = peer.send(std::mem::take(messages));
+            }
+        }
+        // A caller that stopped waiting dropped its receiver; nothing to do.
+        for (reply, outcome) in self.one_replies.drain(..) {
+            let _ = reply.send(outcome);
+        }
+        for (reply, outcomes) in self.many_replies.drain(..) {
+            let _ = reply.send(outcomes);
+        }
+    }
+
+    /// The batch could not be made durable: every caller hears so, nothing
+    /// is published and no peer is told.
+    pub fn fail(&mut self, rejection: &Rejection) {
+        self.published.clear();
+        self.peer_out.iter_mut().for_each(Vec::clear);
+        for (reply, _) in self.one_replies.drain(..) {
+            let _ = reply.send(Err(rejection.clone()));
+        }
+        for (reply, outcomes) in self.many_replies.drain(..) {
+            let _ = reply.send(vec![Err(rejection.clone()); outcomes.len()]);
+        }
+    }
+}
+
+/// Where a completion delivers: the shard's read view and every shard's
+/// peer inbox.
+#[derive(Clone)]
+pub(crate) struct CompletionTarget {
+    pub index: SharedSkuIndex,
+    pub peers: Vec<Sender<Vec<PeerMessage>>>,
+}
+
+/// How a shard makes its batches durable before their completion runs.
+pub(crate) trait Durability: Send {
+    /// Records a command that changed the state, stamped with the batch time.
+    fn append(&mut self, command: &Command, now_ms: u64);
+    /// Ends the batch: `completion` runs once everything appended so far is
+    /// durable. Returns an empty completion for the next batch.
+    fn end_batch(&mut self, completion: Completion) -> Completion;
+    /// Set once the log failed: the shard stops acknowledging anything.
+    fn failure(&self) -> Option<Rejection>;
+    /// Waits until every ended batch has completed.
+    fn close(self: Box<Self>);
+}
+
+/// No log: a batch is complete the moment it is applied.
+pub(crate) struct InMemory {
+    pub target: CompletionTarget,
+}
+
+impl Durability for InMemory {
+    fn append(&mut self, _command: &Command, _now_ms: u64) {}
+
+    fn end_batch(&mut self, mut completion: Completion) -> Completion {
+        completion.deliver(&self.target);
+        completion
+    }
+
+    fn failure(&self) -> Option<Rejection> {
+        None
+    }
+
+    fn close(self: Box<Self>) {}
+}
+
 /// What a shard thread is given.
 pub(crate) struct ShardContext {
-    pub inbox: Receiver<ShardMessage>,
-    /// Every shard's queue (its own included), for `ExpirePart` messages.
-    pub peers: Vec<Sender<ShardMessage>>,
+    pub client_inbox: Receiver<ClientMessage>,
+    pub peer_inbox: Receiver<Vec<PeerMessage>>,
     pub clock: Arc<dyn Clock>,
     pub batch_len_max: usize,
+    pub retention_ms: u64,
+    pub pending_carts_max: usize,
+    pub shard_count: usize,
+    pub durability: Box<dyn Durability>,
+    /// Shard time never goes below this (the last time in the recovered log).
+    pub now_ms_floor: u64,
+    pub stats: Arc<ShardStats>,
+}
+
+/// One loop turn's view of the shard: the open batch and where its effects go.
+pub(crate) struct Turn<'t, 's> {
+    pub batch: Batch<'s>,
+    pub now_ms: u64,
+    pub retention_ms: u64,
+    pub me: u16,
+    log: &'t mut dyn Durability,
+    done: &'t mut Completion,
+    many: &'t mut ManyReplies,
+}
+
+impl Turn<'_, '_> {
+    /// Applies a command and logs it if it changed the state.
+    pub fn apply(&mut self, command: &Command) -> PartOutcome {
+        let before = self.batch.mutations();
+        let outcome = self.batch.apply(command, self.now_ms);
+        if self.batch.mutations() != before {
+            self.log.append(command, self.now_ms);
+        }
+        outcome
+    }
+
+    pub fn answer(&mut self, waiter: Waiter, outcome: PartOutcome) {
+        match waiter {
+            Waiter::One(reply) => self.done.one_replies.push((reply, outcome)),
+            Waiter::Many { reply, position } => self.many.fill(reply, position, outcome, self.done),
+        }
+    }
+
+    pub fn send(&mut self, shard: u16, message: PeerMessage) {
+        self.done.peer_out[usize::from(shard)].push(message);
+    }
+
+    /// A reserve of a cart's part, resolved at this shard's time.
+    pub fn resolve_part(&self, id: ReservationId, fingerprint: u128, lines: Vec<CartLine>, ttl_ms: u64) -> ReservePart {
+        let expires_at_ms = self.now_ms.saturating_add(ttl_ms);
+        let forget_at_ms = expires_at_ms.saturating_add(self.retention_ms.max(1));
+        ReservePart { id, fingerprint, lines, expires_at_ms, forget_at_ms, home: self.me, participants: 1 << self.me }
+    }
 }
 
 pub(crate) fn run(mut state: ShardState, context: ShardContext) {
-    let ShardContext { inbox, peers, clock, batch_len_max } = context;
-    // Commands for other shards, kept until their queue has room: a shard
-    // never blocks on another, so queues always drain.
-    let mut outbox: Vec<Vec<Command>> = peers.iter().map(|_| Vec::new()).collect();
-    // Reused across batches: the loop allocates nothing per batch once warm.
-    let mut messages: Vec<ShardMessage> = Vec::new();
-    let mut one_replies: Vec<(oneshot::Sender<PartOutcome>, PartOutcome)> = Vec::new();
-    let mut many_replies: Vec<(oneshot::Sender<Vec<PartOutcome>>, Vec<PartOutcome>)> = Vec::new();
-    let mut now_ms = 0u64;
+    let ShardContext {
+        client_inbox,
+        peer_inbox,
+        clock,
+        batch_len_max,
+        retention_ms,
+        pending_carts_max,
+        shard_count,
+        mut durability,
+        now_ms_floor,
+        stats,
+    } = context;
+    let me = state.shard();
+    let mut carts = Carts::new(pending_carts_max);
+    let mut many = ManyReplies::default();
+    let mut done = Completion::with_shards(shard_count);
+    // Reused across turns: the loop allocates nothing per command once warm.
+    let mut clients: Vec<ClientMessage> = Vec::new();
+    let mut peers: Vec<PeerMessage> = Vec::new();
+    let mut now_ms = now_ms_floor;
     let mut stopping = false;
     loop {
-        match inbox.recv_timeout(Duration::from_millis(IDLE_TICK_MS)) {
-            Ok(message) => messages.push(message),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => stopping = true,
+        wait_for_work(&client_inbox, &peer_inbox, &mut clients, &mut peers, &mut stopping);
+        while let Ok(messages) = peer_inbox.try_recv() {
+            peers.extend(messages);
         }
-        let mut command_count: usize = messages.iter().map(ShardMessage::command_count).sum();
-        while command_count < batch_len_max {
-            let Ok(message) = inbox.try_recv() else { break };
-            command_count += message.command_count();
-            messages.push(message);
+        let mut op_count: usize = clients.iter().map(ClientMessage::op_count).sum();
+        while op_count < batch_len_max {
+            let Ok(message) = client_inbox.try_recv() else { break };
+            op_count += message.op_count();
+            clients.push(message);
         }
         // Shard time never goes backwards, whatever the clock does.
         now_ms = now_ms.max(clock.now_ms());
+        let failure = durability.failure();
         {
-            let mut batch = state.batch();
-            batch.apply(Command::Tick, now_ms).expect("a tick is never refused");
-            for message in messages.drain(..) {
-                match message {
-                    ShardMessage::One { command, reply } => {
-                        one_replies.push((reply, batch.apply(command, now_ms)));
+            let mut turn = Turn {
+                batch: state.batch(),
+                now_ms,
+                retention_ms,
+                me,
+                log: durability.as_mut(),
+                done: &mut done,
+                many: &mut many,
+            };
+            if failure.is_none() {
+                if let Some(tick) = turn.batch.tick(now_ms, TICK_EVENTS_MAX) {
+                    turn.log.append(&tick, now_ms);
+                    for notice in turn.batch.take_notices() {
+                        carts.follow_notice(&mut turn, notice);
                     }
-                    ShardMessage::Many { commands, reply } => {
-                        let outcomes = commands.into_iter().map(|command| batch.apply(command, now_ms)).collect();
-                        many_replies.push((reply, outcomes));
-                    }
-                    ShardMessage::FromShard { commands } => {
-                        for command in commands {
-                            batch.apply(command, now_ms).expect("a shard-to-shard command is never refused");
-                        }
-                    }
-                    ShardMessage::Stop => stopping = true,
+                }
+                for message in peers.drain(..) {
+                    handle_peer(&mut turn, &mut carts, message);
                 }
             }
-        }
-        state.publish();
-        let me = usize::from(state.shard());
-        for (id, participants) in state.drain_expired_carts() {
-            for (shard, commands) in outbox.iter_mut().enumerate() {
-                if shard != me && participants & (1 << shard) != 0 {
-                    commands.push(Command::ExpirePart { id: id.clone() });
+            for message in clients.drain(..) {
+                match (message, &failure) {
+                    (ClientMessage::Stop, _) => stopping = true,
+                    (message, Some(rejection)) => refuse(message, rejection),
+                    (message, None) => handle_client(&mut turn, &mut carts, message),
                 }
             }
+            if stopping {
+                carts.abandon(&mut turn);
+                turn.many.abandon(turn.done);
+            }
         }
-        send_outbox(&mut outbox, &peers);
-        // A caller that stopped waiting dropped its receiver; nothing to do.
-        for (reply, outcome) in one_replies.drain(..) {
-            let _ = reply.send(outcome);
-        }
-        for (reply, outcomes) in many_replies.drain(..) {
-            let _ = reply.send(outcomes);
-        }
-        if stopping && inbox.is_empty() {
+        state.take_published(&mut done.published);
+        stats.record_turn(op_count, state.held_count(), carts.len());
+        done = durability.end_batch(done);
+        if stopping && client_inbox.is_empty() {
+            durability.close();
             return;
         }
     }
 }
 
-/// Sends each peer its pending commands as one message. A full queue keeps
-/// them for the next loop turn; a stopped peer drops them (the part's own
-/// deadline expires it instead).
-fn send_outbox(outbox: &mut [Vec<Command>], peers: &[Sender<ShardMessage>]) {
-    for (commands, peer) in outbox.iter_mut().zip(peers) {
-        if commands.is_empty() {
-            continue;
+/// Blocks until a message arrives or the idle tick is due, unless work is
+/// already waiting.
+fn wait_for_work(
+    client_inbox: &Receiver<ClientMessage>,
+    peer_inbox: &Receiver<Vec<PeerMessage>>,
+    clients: &mut Vec<ClientMessage>,
+    peers: &mut Vec<PeerMessage>,
+    stopping: &mut bool,
+) {
+    if !client_inbox.is_empty() || !peer_inbox.is_empty() || *stopping {
+        return;
+    }
+    crossbeam_channel::select! {
+        recv(client_inbox) -> message => match message {
+            Ok(message) => clients.push(message),
+            Err(_) => *stopping = true,
+        },
+        recv(peer_inbox) -> messages => {
+            // Every shard holds a sender to every inbox, its own included,
+            // so this inbox never disconnects while the shard runs.
+            peers.extend(messages.expect("a shard holds a sender to its own peer inbox"));
+        },
+        default(Duration::from_millis(IDLE_TICK_MS)) => {},
+    }
+}
+
+fn handle_client(turn: &mut Turn<'_, '_>, carts: &mut Carts, message: ClientMessage) {
+    match message {
+        ClientMessage::One { op, reply } => {
+            if let Some(outcome) = handle_op(turn, carts, op, Waiter::One(reply)) {
+                unreachable!("handle_op answers a One waiter itself: {outcome:?}")
+            }
         }
-        let message = ShardMessage::FromShard { commands: std::mem::take(commands) };
-        match peer.try_send(message) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(ShardMessage::FromShard { commands: kept })) => *commands = kept,
-            Err(TrySendError::Full(_)) => unreachable!("try_send hands back the message it was given"),
+        ClientMessage::Many { ops, reply } => {
+            let count = ops.len();
+            let key = turn.many.insert(ManyReply {
+                outcomes: vec![Err(Rejection::ShuttingDown); count],
+                missing: count,
+                reply,
+            });
+            for (position, op) in ops.into_iter().enumerate() {
+                let waiter = Waiter::Many { reply: key, position };
+                if let Some(outcome) = handle_op(turn, carts, op, waiter) {
+                    unreachable!("handle_op answers a Many waiter itself: {outcome:?}")
+                }
+            }
         }
+        ClientMessage::Stop => unreachable!("handled by the loop"),
+    }
+}
+
+/// Applies one op and answers its waiter, now or (a cart) once its parts
+/// have answered. Always returns `None`; the `Option` keeps the match arms
+/// uniform for the callers' checks.
+fn handle_op(turn: &mut Turn<'_, '_>, carts: &mut Carts, op: ClientOp, waiter: Waiter) -> Option<PartOutcome> {
+    match op {
+        ClientOp::Apply(command) => {
+            let outcome = turn.apply(&command);
+            match command {
+                // A decision answers once every part has carried it out.
+                Command::Commit { id } | Command::Release { id } => {
+                    for notice in turn.batch.take_notices() {
+                        carts.follow_notice(turn, notice);
+                    }
+                    carts.answer_when_settled(turn, &id, waiter, outcome);
+                }
+                _ => turn.answer(waiter, outcome),
+            }
+        }
+        ClientOp::ReserveLocal { id, fingerprint, lines, ttl_ms } => {
+            let part = turn.resolve_part(id, fingerprint, lines, ttl_ms);
+            let outcome = turn.apply(&Command::Reserve(part));
+            turn.answer(waiter, outcome);
+        }
+        ClientOp::ReserveCart(request) => carts.start(turn, request, waiter),
+        ClientOp::Query(query) => {
+            let outcome = turn.batch.query(&query);
+            turn.answer(waiter, outcome);
+        }
+    }
+    None
+}
+
+fn handle_peer(turn: &mut Turn<'_, '_>, carts: &mut Carts, message: PeerMessage) {
+    match message {
+        PeerMessage::ReservePart(part) => {
+            let home = part.home;
+            let id = part.id.clone();
+            let outcome = turn.apply(&Command::Reserve(part));
+            turn.send(home, PeerMessage::PartAnswer { id, shard: turn.me, outcome });
+        }
+        PeerMessage::PartAnswer { id, shard, outcome } => carts.part_answered(turn, id, shard, outcome),
+        PeerMessage::Follow { command, home } => {
+            let outcome = turn.apply(&command);
+            assert!(outcome.is_ok(), "a part refused its home's {command:?}: {outcome:?}");
+            let id = follow_id(&command).clone();
+            turn.send(home, PeerMessage::Settled { id });
+        }
+        PeerMessage::Settled { id } => carts.settled(turn, &id),
+    }
+}
+
+fn follow_id(command: &Command) -> &ReservationId {
+    match command {
+        Command::CommitPart { id } | Command::ReleasePart { id } | Command::ExpirePart { id } | Command::Abort { id, .. } => id,
+        other => unreachable!("not a command home sends a part: {other:?}"),
+    }
+}
+
+/// The log failed: nothing more is acknowledged.
+fn refuse(message: ClientMessage, rejection: &Rejection) {
+    match message {
+        ClientMessage::One { reply, .. } => {
+            let _ = reply.send(Err(rejection.clone()));
+        }
+        ClientMessage::Many { ops, reply } => {
+            let _ = reply.send(vec![Err(rejection.clone()); ops.len()]);
+        }
+        ClientMessage::Stop => {}
     }
 }

@@ -1,18 +1,23 @@
 //! One shard's state and the deterministic state machine:
 //! `apply(state, command, now) -> outcome`. The same function serves live
-//! traffic, (with the WAL) replay, and the tests' simulations. It reads no
-//! clock, does no I/O, and allocates only what a command stores.
+//! traffic, WAL replay and the tests' simulations. It reads no clock, does
+//! no I/O, and allocates only what a command stores.
 //!
 //! State changes happen inside a `Batch`, which holds the shard's SKU index
 //! under an upgradable read lock for the whole batch: one lock operation per
 //! batch, never contended by another writer because the shard is the only
-//! one. Counts changed by the batch become visible to readers only through
-//! `ShardState::publish`, which the shard calls after the batch is durable.
+//! one. Counts changed by a batch reach readers only through the list
+//! `ShardState::take_published` hands out, which the shard publishes after
+//! the batch is durable.
+//!
+//! Besides its outcome, a command may leave *notices*: a cross-shard cart's
+//! home decided (or expired) it, so its other parts must follow. The shard
+//! turns them into messages once the batch is durable; replay ignores them
+//! (recovery reconciles parts instead, see `recovery`).
 
-use crate::command::{Command, PartOutcome, PartReply, PartView, ReservationState};
-use crate::hash::key_hash;
+use crate::command::{CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey};
 use crate::ids::{ReservationId, Sku};
-use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX, TICK_EVENTS_MAX, TTL_MS_MAX, TTL_MS_MIN};
+use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts, SkuIndex};
 use crate::rejection::Rejection;
 use crate::reservations::{Line, Reservation, Reservations};
@@ -24,22 +29,31 @@ use smallvec::SmallVec;
 pub struct ShardConfig {
     /// This shard's index.
     pub shard: u16,
-    pub retention_ms: u64,
-    pub cart_grace_ms: u64,
+}
+
+/// A decision home took for a cross-shard cart, which its other parts must
+/// carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub id: ReservationId,
+    pub participants: u64,
+    pub to: ReservationState,
 }
 
 pub struct ShardState {
     config: ShardConfig,
     index: SharedSkuIndex,
-    /// The shard's own counts, ahead of the published ones by at most one
-    /// batch. Indexed by SKU slot.
+    /// The shard's own counts, ahead of the published ones. Indexed by slot.
     counts: Vec<SkuCounts>,
-    /// Slots changed since the last publish (consecutive repeats collapsed).
+    /// Slots changed since the last `take_published`, each once (the bit set
+    /// remembers which are listed).
     dirty: Vec<u32>,
+    dirty_bits: Vec<u64>,
     reservations: Reservations,
-    /// Cross-shard carts whose home part expired since the last drain: the
-    /// shard loop tells their other parts (`Command::ExpirePart`).
-    expired_carts: Vec<(ReservationId, u64)>,
+    notices: Vec<Notice>,
+    /// Bumped by every change of state; the shard logs a command exactly
+    /// when applying it moved this.
+    mutations: u64,
 }
 
 impl ShardState {
@@ -49,8 +63,10 @@ impl ShardState {
             index: SharedSkuIndex::default(),
             counts: Vec::new(),
             dirty: Vec::new(),
+            dirty_bits: Vec::new(),
             reservations: Reservations::default(),
-            expired_carts: Vec::new(),
+            notices: Vec::new(),
+            mutations: 0,
         }
     }
 
@@ -58,75 +74,148 @@ impl ShardState {
         SharedSkuIndex::clone(&self.index)
     }
 
-    /// Starts applying commands. Drop the batch before `publish`.
-    pub fn batch(&mut self) -> Batch<'_> {
-        Batch {
-            config: self.config,
-            index: Some(self.index.upgradable_read()),
-            counts: &mut self.counts,
-            dirty: &mut self.dirty,
-            reservations: &mut self.reservations,
-            expired_carts: &mut self.expired_carts,
-        }
-    }
-
-    /// Takes the (id, participants) of cross-shard carts expired at home.
-    pub fn drain_expired_carts(&mut self) -> std::vec::Drain<'_, (ReservationId, u64)> {
-        self.expired_carts.drain(..)
-    }
-
-    /// Makes every count changed since the last publish visible to readers.
-    pub fn publish(&mut self) {
-        if self.dirty.is_empty() {
-            return;
-        }
-        let index = self.index.read();
-        for slot in self.dirty.drain(..) {
-            index.publish(slot, self.counts[slot as usize]);
-        }
-    }
-
     pub fn shard(&self) -> u16 {
         self.config.shard
     }
+
+    /// Starts applying commands.
+    pub fn batch(&mut self) -> Batch<'_> {
+        let state = StateParts {
+            shard: self.config.shard,
+            counts: &mut self.counts,
+            dirty: &mut self.dirty,
+            dirty_bits: &mut self.dirty_bits,
+            reservations: &mut self.reservations,
+            notices: &mut self.notices,
+            mutations: &mut self.mutations,
+        };
+        Batch { index: Some(self.index.upgradable_read()), state }
+    }
+
+    /// Counts changed since the last call, with their values now: the shard
+    /// publishes them once the batch that changed them is durable.
+    pub fn take_published(&mut self, into: &mut Vec<(u32, SkuCounts)>) {
+        for slot in self.dirty.drain(..) {
+            self.dirty_bits[slot as usize / 64] &= !(1 << (slot % 64));
+            into.push((slot, self.counts[slot as usize]));
+        }
+    }
+
+    /// Publishes every change now (for callers without a log).
+    pub fn publish_now(&mut self) {
+        let mut published = Vec::new();
+        self.take_published(&mut published);
+        publish(&self.index, &published);
+    }
+
+    pub fn mutations(&self) -> u64 {
+        self.mutations
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.reservations.held_count()
+    }
+
+    pub fn sku_count(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+/// Writes published counts into the read view.
+pub(crate) fn publish(index: &SharedSkuIndex, published: &[(u32, SkuCounts)]) {
+    if published.is_empty() {
+        return;
+    }
+    let index = index.read();
+    for &(slot, counts) in published {
+        index.publish(slot, counts);
+    }
+}
+
+/// The mutable fields of a `ShardState` a batch works on.
+struct StateParts<'a> {
+    shard: u16,
+    counts: &'a mut Vec<SkuCounts>,
+    dirty: &'a mut Vec<u32>,
+    dirty_bits: &'a mut Vec<u64>,
+    reservations: &'a mut Reservations,
+    notices: &'a mut Vec<Notice>,
+    mutations: &'a mut u64,
 }
 
 /// Applies commands to a shard's state; see the module comment.
 pub struct Batch<'a> {
-    config: ShardConfig,
     /// Always `Some` between calls; taken only while upgrading to insert.
     index: Option<RwLockUpgradableReadGuard<'a, SkuIndex>>,
-    counts: &'a mut Vec<SkuCounts>,
-    dirty: &'a mut Vec<u32>,
-    reservations: &'a mut Reservations,
-    expired_carts: &'a mut Vec<(ReservationId, u64)>,
+    state: StateParts<'a>,
 }
 
 impl Batch<'_> {
     /// The state machine. Deterministic: the outcome and the new state depend
     /// only on the state, the command and `now_ms`.
-    pub fn apply(&mut self, command: Command, now_ms: u64) -> PartOutcome {
+    pub fn apply(&mut self, command: &Command, now_ms: u64) -> PartOutcome {
         match command {
-            Command::SetStock { sku, on_hand, expected_version } => self.set_stock(sku, on_hand, expected_version),
-            Command::AdjustStock { sku, delta } => self.adjust_stock(sku, delta),
-            Command::Reserve { id, fingerprint, lines, ttl_ms, home, participants } => {
-                let cart = Cart { fingerprint, ttl_ms, home, participants };
-                self.reserve(id, lines, cart, now_ms)
+            Command::SetStock { sku, on_hand, expected_version } => self.set_stock(sku, *on_hand, *expected_version),
+            Command::AdjustStock { sku, delta } => self.adjust_stock(sku, *delta),
+            Command::Reserve(part) => self.reserve(part),
+            Command::Commit { id } => self.decide(id, ReservationState::Committed, now_ms),
+            Command::Release { id } => self.decide(id, ReservationState::Released, now_ms),
+            Command::CommitPart { id } => self.follow_home(id, ReservationState::Committed),
+            Command::ReleasePart { id } => self.follow_home(id, ReservationState::Released),
+            Command::ExpirePart { id } => self.follow_home(id, ReservationState::Expired),
+            Command::Abort { id, fingerprint } => self.abort(id, *fingerprint),
+            Command::Tick { up_to } => {
+                self.fire_timers(*up_to, usize::MAX);
+                Ok(PartReply::Done)
             }
-            Command::Commit { id } => self.decide(&id, ReservationState::Committed, now_ms),
-            Command::CommitPart { id } => self.commit_part(&id),
-            Command::Release { id } => self.decide(&id, ReservationState::Released, now_ms),
-            Command::ReleasePart { id } => self.release_part(&id),
-            Command::ExpirePart { id } => self.expire_part(&id),
-            Command::Abort { id, fingerprint } => self.abort(&id, fingerprint),
-            Command::Tick => Ok(PartReply::Ticked { changed: self.tick(now_ms) }),
-            Command::GetSku { sku } => self.get_sku(sku),
-            Command::GetReservation { id } => self.get_reservation(&id),
-            Command::Audit => {
+        }
+    }
+
+    /// The live shard's tick: fires at most `events_max` due timers and
+    /// returns the `Tick` to log when it fired any.
+    pub fn tick(&mut self, now_ms: u64, events_max: usize) -> Option<Command> {
+        let up_to = self.fire_timers(TimerKey { due_ms: now_ms, seq: u64::MAX }, events_max)?;
+        Some(Command::Tick { up_to })
+    }
+
+    pub fn query(&self, query: &Query) -> PartOutcome {
+        match query {
+            Query::GetSku { sku } => match self.find_sku(sku) {
+                Some(slot) => Ok(PartReply::Sku(self.state.counts[slot as usize])),
+                None => Err(Rejection::UnknownSku { sku: sku.clone() }),
+            },
+            Query::GetReservation { id } => self.get_reservation(id),
+            Query::Audit => {
                 self.audit();
                 Ok(PartReply::Done)
             }
         }
+    }
+
+    /// (state, fingerprint, deadline) of a reservation this shard holds a part of.
+    pub fn reservation_state(&self, id: &ReservationId) -> Option<(ReservationState, u128, u64)> {
+        let slot = self.state.reservations.find(id)?;
+        let record = self.state.reservations.get(slot);
+        Some((record.state, record.fingerprint, record.expires_at_ms))
+    }
+
+    pub fn mutations(&self) -> u64 {
+        *self.state.mutations
+    }
+
+    /// Notices left by the commands applied since the last call (rare: only
+    /// decisions on carts that span shards leave one).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(self.state.notices)
+    }
+
+    /// Whether every line could be held right now (a cheap early refusal
+    /// for a cart's home; the hold itself checks again).
+    pub fn check_available(&self, lines: &[CartLine]) -> Result<(), Rejection> {
+        for line in lines {
+            self.line_slot(line)?;
+        }
+        Ok(())
     }
 
     fn index(&self) -> &SkuIndex {
@@ -134,16 +223,19 @@ impl Batch<'_> {
     }
 
     fn find_sku(&self, sku: &Sku) -> Option<u32> {
-        self.index().find(sku.as_str(), key_hash(sku.as_str()))
+        self.index().find(sku.as_str(), sku.key_hash())
     }
 
     fn insert_sku(&mut self, sku: &Sku) -> u32 {
         let guard = self.index.take().expect("a batch holds the index between calls");
         let mut index = RwLockUpgradableReadGuard::upgrade(guard);
-        let slot = index.insert(sku.as_str(), key_hash(sku.as_str()));
+        let slot = index.insert(sku.as_str(), sku.key_hash());
         self.index = Some(RwLockWriteGuard::downgrade_to_upgradable(index));
-        assert_eq!(slot as usize, self.counts.len(), "index and counts grow together");
-        self.counts.push(SkuCounts::default());
+        assert_eq!(slot as usize, self.state.counts.len(), "index and counts grow together");
+        self.state.counts.push(SkuCounts::default());
+        if self.state.dirty_bits.len() * 64 < self.state.counts.len() {
+            self.state.dirty_bits.push(0);
+        }
         slot
     }
 
@@ -153,38 +245,42 @@ impl Batch<'_> {
             "invariant 0 <= reserved <= on_hand <= 2^40 broken for {}: {counts:?}",
             self.index().key(slot)
         );
-        self.counts[slot as usize] = counts;
-        if self.dirty.last() != Some(&slot) {
-            self.dirty.push(slot);
+        let state = &mut self.state;
+        state.counts[slot as usize] = counts;
+        *state.mutations += 1;
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if state.dirty_bits[word] & bit == 0 {
+            state.dirty_bits[word] |= bit;
+            state.dirty.push(slot);
         }
     }
 
-    fn set_stock(&mut self, sku: Sku, on_hand: u64, expected_version: Option<u64>) -> PartOutcome {
+    fn set_stock(&mut self, sku: &Sku, on_hand: u64, expected_version: Option<u64>) -> PartOutcome {
         assert!(on_hand <= ON_HAND_MAX, "on_hand is checked at the edge");
-        let slot = self.find_sku(&sku);
-        let current = slot.map(|slot| self.counts[slot as usize]).unwrap_or_default();
+        let slot = self.find_sku(sku);
+        let current = slot.map(|slot| self.state.counts[slot as usize]).unwrap_or_default();
         if let Some(expected) = expected_version {
             if expected != current.version {
                 return Err(Rejection::VersionMismatch { expected, current: current.version });
             }
         }
         if on_hand < current.reserved {
-            return Err(Rejection::BelowReserved { sku, reserved: current.reserved });
+            return Err(Rejection::BelowReserved { sku: sku.clone(), reserved: current.reserved });
         }
-        let slot = slot.unwrap_or_else(|| self.insert_sku(&sku));
+        let slot = slot.unwrap_or_else(|| self.insert_sku(sku));
         let counts = SkuCounts { on_hand, reserved: current.reserved, version: current.version + 1 };
         self.store_counts(slot, counts);
         Ok(PartReply::Sku(counts))
     }
 
-    fn adjust_stock(&mut self, sku: Sku, delta: i64) -> PartOutcome {
-        let Some(slot) = self.find_sku(&sku) else {
-            return Err(Rejection::UnknownSku { sku });
+    fn adjust_stock(&mut self, sku: &Sku, delta: i64) -> PartOutcome {
+        let Some(slot) = self.find_sku(sku) else {
+            return Err(Rejection::UnknownSku { sku: sku.clone() });
         };
-        let current = self.counts[slot as usize];
+        let current = self.state.counts[slot as usize];
         let on_hand = i128::from(current.on_hand) + i128::from(delta);
         if on_hand < i128::from(current.reserved) {
-            return Err(Rejection::BelowReserved { sku, reserved: current.reserved });
+            return Err(Rejection::BelowReserved { sku: sku.clone(), reserved: current.reserved });
         }
         if on_hand > i128::from(ON_HAND_MAX) {
             return Err(Rejection::OnHandTooLarge);
@@ -195,270 +291,237 @@ impl Batch<'_> {
         Ok(PartReply::Sku(counts))
     }
 
-    fn reserve(&mut self, id: ReservationId, lines: Vec<(Sku, u32)>, cart: Cart, now_ms: u64) -> PartOutcome {
-        let me = self.config.shard;
+    /// The slot of a line's SKU if the line could be held now.
+    fn line_slot(&self, line: &CartLine) -> Result<u32, Rejection> {
+        let Some(slot) = self.find_sku(&line.sku) else {
+            return Err(Rejection::UnknownSku { sku: line.sku.clone() });
+        };
+        let available = self.state.counts[slot as usize].available();
+        if available < u64::from(line.qty) {
+            return Err(Rejection::InsufficientStock { sku: line.sku.clone(), requested: line.qty, available });
+        }
+        Ok(slot)
+    }
+
+    fn reserve(&mut self, part: &ReservePart) -> PartOutcome {
+        let me = self.state.shard;
+        let at_home = part.home == me;
         // Only the home part may be empty: it records the cart for a home
         // shard that owns none of its SKUs.
-        assert!(lines.len() <= LINES_MAX && (!lines.is_empty() || cart.home == me), "lines are checked at the edge");
-        assert!((TTL_MS_MIN..=TTL_MS_MAX).contains(&cart.ttl_ms), "ttl is checked at the edge");
-        assert!(cart.participants & (1 << me) != 0 && cart.participants & (1 << cart.home) != 0);
-        let id_hash = key_hash(id.as_str());
-        if let Some(slot) = self.reservations.find(id.as_str(), id_hash) {
-            let existing = self.reservations.get(slot);
-            if existing.fingerprint != cart.fingerprint {
+        assert!(part.lines.len() <= LINES_MAX && (at_home || !part.lines.is_empty()), "lines are checked at the edge");
+        assert!(part.participants & (1 << me) != 0 && part.participants & (1 << part.home) != 0, "{part:?}");
+        assert!(part.expires_at_ms < part.forget_at_ms, "retention is at least 1 ms: {part:?}");
+        if let Some(slot) = self.state.reservations.find(&part.id) {
+            let existing = self.state.reservations.get(slot);
+            if existing.fingerprint != part.fingerprint {
                 return Err(Rejection::IdempotencyKeyReused);
             }
             let (expires_at_ms, state) = (existing.expires_at_ms, existing.state);
             return Ok(PartReply::Held { expires_at_ms, replayed: true, state });
         }
         // All or nothing: check every line before holding any.
-        let mut held: SmallVec<[Line; 1]> = SmallVec::with_capacity(lines.len());
-        for (sku, qty) in lines {
-            assert!((1..=QTY_MAX).contains(&qty), "qty is checked at the edge");
-            let Some(slot) = self.find_sku(&sku) else {
-                return Err(Rejection::UnknownSku { sku });
-            };
-            let available = self.counts[slot as usize].available();
-            if available < u64::from(qty) {
-                return Err(Rejection::InsufficientStock { sku, requested: qty, available });
-            }
-            held.push(Line { slot, qty });
+        let mut held: SmallVec<[Line; 1]> = SmallVec::with_capacity(part.lines.len());
+        for line in &part.lines {
+            assert!((1..=QTY_MAX).contains(&line.qty), "qty is checked at the edge");
+            held.push(Line { slot: self.line_slot(line)?, qty: line.qty });
         }
         for line in &held {
-            let mut counts = self.counts[line.slot as usize];
+            let mut counts = self.state.counts[line.slot as usize];
             counts.reserved += u64::from(line.qty);
             self.store_counts(line.slot, counts);
         }
-        // A part away from home outlives the home's deadline by the grace, so
-        // that a commit decided at home before its deadline finds it held.
-        // Normally home's expiry releases it at once (`ExpirePart`); its own
-        // deadline only matters if that message is lost to a crash.
-        let grace_ms = if cart.home == me { 0 } else { self.config.cart_grace_ms };
-        let cart_expires_at_ms = now_ms.saturating_add(cart.ttl_ms);
-        let expires_at_ms = cart_expires_at_ms.saturating_add(grace_ms);
-        self.reservations.insert(
-            Reservation {
-                id,
-                fingerprint: cart.fingerprint,
-                lines: held,
-                expires_at_ms,
-                // Every part of a cart is forgotten at the same time as its home.
-                forget_at_ms: cart_expires_at_ms.saturating_add(self.config.retention_ms),
-                state: ReservationState::Held,
-                home: cart.home,
-                participants: cart.participants,
-            },
-            id_hash,
-        );
-        Ok(PartReply::Held { expires_at_ms, replayed: false, state: ReservationState::Held })
+        self.state.reservations.insert(Reservation {
+            id: part.id.clone(),
+            fingerprint: part.fingerprint,
+            lines: held,
+            expires_at_ms: part.expires_at_ms,
+            forget_at_ms: part.forget_at_ms,
+            seq: 0, // assigned by `insert`
+            // A part away from home never expires on its own clock: home
+            // decides, so a cart is never partly sold and partly expired.
+            timer_due_ms: at_home.then_some(part.expires_at_ms),
+            state: ReservationState::Held,
+            home: part.home,
+            participants: part.participants,
+        });
+        *self.state.mutations += 1;
+        Ok(PartReply::Held { expires_at_ms: part.expires_at_ms, replayed: false, state: ReservationState::Held })
     }
 
-    /// At the home shard: moves the cart to `to` (Committed or Released),
-    /// or refuses. A hold found due is expired first (lazy expiry), so a
-    /// late commit can never sell units a tick would have returned.
+    /// At the home shard: moves the cart to `to` (Committed or Released), or
+    /// refuses. A hold found due is expired first (lazy expiry), so a late
+    /// commit can never sell units a tick would have returned.
     fn decide(&mut self, id: &ReservationId, to: ReservationState, now_ms: u64) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
+        let Some(slot) = self.state.reservations.find(id) else {
             return Err(Rejection::UnknownReservation);
         };
-        let reservation = self.reservations.get(slot);
-        assert_eq!(reservation.home, self.config.shard, "a decision reached a non-home part of {id}");
-        let participants = reservation.participants;
-        match reservation.state {
-            ReservationState::Held if reservation.expires_at_ms <= now_ms => {
+        let record = self.state.reservations.get(slot);
+        assert_eq!(record.home, self.state.shard, "a decision for {id} reached a part away from home");
+        match record.state {
+            ReservationState::Held if record.expires_at_ms <= now_ms => {
                 self.finish(slot, ReservationState::Expired);
                 Err(Rejection::ReservationExpired)
             }
             ReservationState::Held => {
                 self.finish(slot, to);
-                Ok(PartReply::Decided { participants })
+                Ok(decision_reply(to))
             }
             // Idempotent by state: the same decision again answers the same.
-            state if state == to => Ok(PartReply::Decided { participants }),
+            state if state == to => Ok(decision_reply(to)),
             ReservationState::Committed => Err(Rejection::ReservationCommitted),
             ReservationState::Released => Err(Rejection::ReservationReleased),
             ReservationState::Expired => Err(Rejection::ReservationExpired),
         }
     }
 
-    fn commit_part(&mut self, id: &ReservationId) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
-            return Err(Rejection::UnknownReservation);
-        };
-        match self.reservations.get(slot).state {
-            // The home decided before its deadline; the part's own deadline
-            // (home's plus grace) does not matter any more.
-            ReservationState::Held => {
-                self.finish(slot, ReservationState::Committed);
-                Ok(PartReply::Done)
+    /// At a part away from home: carries out what home decided. Home decides
+    /// once, so a part that already finished differently means the cart was
+    /// split: an invariant breach, never an expected refusal.
+    fn follow_home(&mut self, id: &ReservationId, to: ReservationState) -> PartOutcome {
+        let slot = self.state.reservations.find(id);
+        let record = slot.map(|slot| self.state.reservations.get(slot));
+        match record {
+            Some(record) if record.state == ReservationState::Held => {
+                assert_ne!(record.home, self.state.shard, "home's own part of {id} follows nobody");
+                self.finish(slot.expect("found"), to);
             }
-            ReservationState::Committed => Ok(PartReply::Done),
-            ReservationState::Expired => Err(Rejection::CartPartExpired),
-            ReservationState::Released => Err(Rejection::ReservationReleased),
-        }
-    }
-
-    fn release_part(&mut self, id: &ReservationId) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
-            return Err(Rejection::UnknownReservation);
-        };
-        match self.reservations.get(slot).state {
-            ReservationState::Held => {
-                self.finish(slot, ReservationState::Released);
-                Ok(PartReply::Done)
-            }
-            ReservationState::Released | ReservationState::Expired => Ok(PartReply::Done),
-            ReservationState::Committed => Err(Rejection::ReservationCommitted),
-        }
-    }
-
-    fn expire_part(&mut self, id: &ReservationId) -> PartOutcome {
-        match self.reservations.find(id.as_str(), key_hash(id.as_str())) {
-            Some(slot) if self.reservations.get(slot).state == ReservationState::Held => {
-                self.finish(slot, ReservationState::Expired);
-            }
-            // Already finished on its own deadline, or forgotten.
-            _ => {}
+            Some(record) if record.state == to => {}
+            other => panic!("home decided {} for {id} but this part is {other:?}", to.as_str()),
         }
         Ok(PartReply::Done)
     }
 
     fn abort(&mut self, id: &ReservationId, fingerprint: u128) -> PartOutcome {
-        if let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) {
-            let part = self.reservations.get(slot);
-            if part.home != self.config.shard && part.fingerprint == fingerprint {
-                if part.state == ReservationState::Held {
-                    self.return_units(slot);
-                }
-                self.reservations.remove(slot);
+        if let Some(slot) = self.state.reservations.find(id) {
+            let part = self.state.reservations.get(slot);
+            if part.home != self.state.shard && part.fingerprint == fingerprint && part.state == ReservationState::Held
+            {
+                self.return_units(slot);
+                self.state.reservations.remove(slot);
+                *self.state.mutations += 1;
             }
         }
         Ok(PartReply::Done)
     }
 
-    /// Moves a held reservation to `to`, selling or returning its units.
+    /// Moves a held reservation to `to`, selling or returning its units, and
+    /// leaves a notice when the cart has parts on other shards.
     fn finish(&mut self, slot: u32, to: ReservationState) {
-        let reservation = self.reservations.get(slot);
-        assert_eq!(reservation.state, ReservationState::Held, "only a hold can finish: {reservation:?}");
         match to {
             ReservationState::Committed => {
-                let lines = reservation.lines.clone();
+                let lines = self.state.reservations.get(slot).lines.clone();
                 for line in lines {
-                    let mut counts = self.counts[line.slot as usize];
+                    let mut counts = self.state.counts[line.slot as usize];
                     counts.on_hand -= u64::from(line.qty);
                     counts.reserved -= u64::from(line.qty);
                     self.store_counts(line.slot, counts);
                 }
             }
-            ReservationState::Released => self.return_units(slot),
-            ReservationState::Expired => {
-                let me = self.config.shard;
-                if reservation.home == me && reservation.participants != 1 << me {
-                    self.expired_carts.push((reservation.id.clone(), reservation.participants));
-                }
-                self.return_units(slot);
-            }
+            ReservationState::Released | ReservationState::Expired => self.return_units(slot),
             ReservationState::Held => unreachable!("finish never moves to Held"),
         }
-        self.reservations.get_mut(slot).state = to;
+        self.state.reservations.finish(slot, to);
+        *self.state.mutations += 1;
+        let record = self.state.reservations.get(slot);
+        let me = self.state.shard;
+        if record.home == me && record.participants != 1 << me {
+            self.state.notices.push(Notice { id: record.id.clone(), participants: record.participants, to });
+        }
     }
 
     fn return_units(&mut self, slot: u32) {
-        let lines = self.reservations.get(slot).lines.clone();
+        let lines = self.state.reservations.get(slot).lines.clone();
         for line in lines {
-            let mut counts = self.counts[line.slot as usize];
+            let mut counts = self.state.counts[line.slot as usize];
             counts.reserved -= u64::from(line.qty);
             self.store_counts(line.slot, counts);
         }
     }
 
-    /// Handles at most `TICK_EVENTS_MAX` due timers; returns whether anything
-    /// changed.
-    fn tick(&mut self, now_ms: u64) -> bool {
-        let mut changed = false;
-        for _ in 0..TICK_EVENTS_MAX {
-            let Some((due_ms, slot)) = self.reservations.pop_due(now_ms) else {
-                break;
-            };
-            if !self.reservations.is_occupied(slot) {
-                continue; // Forgotten or aborted since the timer was armed.
+    /// Fires real timers in key order while their key is at or before
+    /// `up_to`, at most `events_max` of them (stale heap entries are skipped
+    /// but bounded too). Returns the key of the last timer fired, if any:
+    /// every real timer at or before it has fired, so it is the exact bound
+    /// replay needs.
+    fn fire_timers(&mut self, up_to: TimerKey, events_max: usize) -> Option<TimerKey> {
+        let mut last_fired = None;
+        let mut fired = 0;
+        let mut popped = 0usize;
+        while fired < events_max && popped < events_max.saturating_mul(4) {
+            let Some((key, slot)) = self.state.reservations.pop_due(up_to) else { break };
+            popped += 1;
+            let Some(slot) = slot else { continue };
+            let record = self.state.reservations.get(slot);
+            if record.state == ReservationState::Held {
+                debug_assert_eq!(key.due_ms, record.expires_at_ms);
+                self.finish(slot, ReservationState::Expired);
+            } else {
+                debug_assert_eq!(key.due_ms, record.forget_at_ms);
+                self.state.reservations.remove(slot);
+                *self.state.mutations += 1;
             }
-            let reservation = self.reservations.get(slot);
-            let forget_at_ms = reservation.forget_at_ms;
-            match reservation.state {
-                ReservationState::Held if reservation.expires_at_ms <= now_ms => {
-                    self.finish(slot, ReservationState::Expired);
-                    self.reservations.arm_timer(forget_at_ms, slot);
-                    changed = true;
-                }
-                // A stale timer of an earlier record in this slot; the current
-                // record's own deadline timer is still armed.
-                ReservationState::Held => {}
-                _ if forget_at_ms <= now_ms => {
-                    self.reservations.remove(slot);
-                    changed = true;
-                }
-                _ if due_ms == reservation.expires_at_ms => {
-                    self.reservations.arm_timer(forget_at_ms, slot);
-                }
-                _ => {}
-            }
+            fired += 1;
+            last_fired = Some(key);
         }
-        changed
-    }
-
-    fn get_sku(&self, sku: Sku) -> PartOutcome {
-        match self.find_sku(&sku) {
-            Some(slot) => Ok(PartReply::Sku(self.counts[slot as usize])),
-            None => Err(Rejection::UnknownSku { sku }),
-        }
+        last_fired
     }
 
     fn get_reservation(&self, id: &ReservationId) -> PartOutcome {
-        let Some(slot) = self.reservations.find(id.as_str(), key_hash(id.as_str())) else {
+        let Some(slot) = self.state.reservations.find(id) else {
             return Err(Rejection::UnknownReservation);
         };
-        let reservation = self.reservations.get(slot);
+        let record = self.state.reservations.get(slot);
         let index = self.index();
-        let lines = reservation
+        let lines = record
             .lines
             .iter()
-            .map(|line| {
-                let sku = Sku::new(index.key(line.slot)).expect("stored keys were validated");
-                (sku, line.qty)
-            })
+            .map(|line| CartLine { sku: Sku::new(index.key(line.slot)).expect("stored keys were validated"), qty: line.qty })
             .collect();
         Ok(PartReply::Part(PartView {
-            fingerprint: reservation.fingerprint,
-            home: reservation.home,
-            participants: reservation.participants,
-            state: reservation.state,
-            expires_at_ms: reservation.expires_at_ms,
+            fingerprint: record.fingerprint,
+            home: record.home,
+            participants: record.participants,
+            state: record.state,
+            expires_at_ms: record.expires_at_ms,
             lines,
         }))
     }
 
     /// Full-scan check of every invariant; panics with the state on a breach.
     fn audit(&self) {
-        let mut held = vec![0u64; self.counts.len()];
-        for reservation in self.reservations.iter() {
-            if reservation.state == ReservationState::Held {
-                for line in &reservation.lines {
+        let me = self.state.shard;
+        let counts = &self.state.counts;
+        let mut held = vec![0u64; counts.len()];
+        let mut expected_timers = Vec::new();
+        let mut held_records = 0;
+        for record in self.state.reservations.iter() {
+            if record.state == ReservationState::Held {
+                held_records += 1;
+                for line in &record.lines {
                     held[line.slot as usize] += u64::from(line.qty);
                 }
+                let expected = (record.home == me).then_some(record.expires_at_ms);
+                assert_eq!(record.timer_due_ms, expected, "a hold's timer is its deadline at home, none away: {record:?}");
+            } else {
+                assert_eq!(record.timer_due_ms, Some(record.forget_at_ms), "finished records wait to be forgotten");
             }
+            expected_timers.extend(record.timer());
         }
-        for (slot, counts) in self.counts.iter().enumerate() {
+        for (slot, counts) in counts.iter().enumerate() {
             let sku = self.index().key(slot as u32);
             assert!(counts.reserved <= counts.on_hand, "reserved > on_hand for {sku}: {counts:?}");
             assert_eq!(held[slot], counts.reserved, "held lines of {sku} do not sum to reserved: {counts:?}");
         }
+        assert_eq!(held_records, self.state.reservations.held_count(), "held count drifted");
+        expected_timers.sort_unstable();
+        assert_eq!(expected_timers, self.state.reservations.real_timers(), "a record's timer is missing from the heap");
     }
 }
 
-/// The cart-wide fields of a `Reserve`.
-struct Cart {
-    fingerprint: u128,
-    ttl_ms: u64,
-    home: u16,
-    participants: u64,
+fn decision_reply(to: ReservationState) -> PartReply {
+    match to {
+        ReservationState::Committed => PartReply::Committed,
+        ReservationState::Released => PartReply::Released,
+        other => unreachable!("not a decision: {other:?}"),
+    }
 }
