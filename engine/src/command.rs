@@ -13,8 +13,9 @@ use crate::ids::{ReservationId, Sku};
 use crate::read_view::SkuCounts;
 use crate::rejection::Rejection;
 
-/// One line of a cart: a SKU and how many units of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One line of a cart: a SKU and how many units of it. (Archived as part of
+/// the WAL payload, see `codec`.)
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize)]
 pub struct CartLine {
     pub sku: Sku,
     pub qty: u32,

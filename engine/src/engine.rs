@@ -27,8 +27,11 @@ use crate::stats::ShardStats;
 use crossbeam_channel::{Sender, TrySendError};
 use futures::future::join_all;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use crate::durable::Failure;
+use crate::store::DirLock;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
@@ -75,6 +78,15 @@ pub struct Engine {
     read_view: ReadView,
     stats: Vec<Arc<ShardStats>>,
     closed: AtomicBool,
+    store: OnceLock<StoreHandles>,
+}
+
+/// What an engine opened on a data directory keeps of it.
+pub(crate) struct StoreHandles {
+    pub failures: Vec<Arc<Failure>>,
+    pub retain_from_lsn: Vec<Arc<AtomicU64>>,
+    pub _lock: Option<DirLock>,
+    pub data_dir: PathBuf,
 }
 
 /// How to read a shard's answer as the request's outcome.
@@ -89,7 +101,7 @@ impl Engine {
     /// An engine with no log: state lives and dies with the process.
     pub fn start(config: EngineConfig, clock: Arc<dyn Clock>) -> Engine {
         let states = (0..config.shards).map(|shard| ShardState::new(ShardConfig { shard: shard as u16 })).collect();
-        Engine::launch(config, clock, states, 0, |_, target| Box::new(InMemory { target }))
+        Engine::launch(config, clock, states, 0, |_, target, _| Box::new(InMemory { target }))
     }
 
     /// Starts a thread per shard state, each with the durability `make` gives it.
@@ -98,7 +110,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         states: Vec<ShardState>,
         now_ms_floor: u64,
-        mut make: impl FnMut(usize, CompletionTarget) -> Box<dyn Durability>,
+        mut make: impl FnMut(usize, CompletionTarget, Arc<ShardStats>) -> Box<dyn Durability>,
     ) -> Engine {
         config.check();
         assert_eq!(states.len(), config.shards);
@@ -124,7 +136,7 @@ impl Engine {
                 retention_ms: config.retention_ms,
                 pending_carts_max: config.pending_carts_max,
                 shard_count: config.shards,
-                durability: make(shard, CompletionTarget { index, peers: peers.clone() }),
+                durability: make(shard, CompletionTarget { index, peers: peers.clone() }, Arc::clone(&shard_stats)),
                 now_ms_floor,
                 stats: shard_stats,
             };
@@ -141,7 +153,43 @@ impl Engine {
             read_view: ReadView::new(indexes),
             stats,
             closed: AtomicBool::new(false),
+            store: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn attach_store(&self, handles: StoreHandles) {
+        assert!(self.store.set(handles).is_ok(), "a store is attached once");
+    }
+
+    /// The first storage failure of any shard. Once set, the engine
+    /// acknowledges nothing more and the process should exit: a failed
+    /// fsync is never retried.
+    pub fn failure(&self) -> Option<String> {
+        let store = self.store.get()?;
+        store.failures.iter().find_map(|failure| failure.get().map(str::to_owned))
+    }
+
+    /// The data directory, for an engine opened on one.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.store.get().map(|store| store.data_dir.as_path())
+    }
+
+    /// Keeps `shard`'s log segments from `lsn` on, even once a snapshot
+    /// covers them: the hook for a consumer of the log (an order sink) that
+    /// has not read them yet. `u64::MAX` releases the hold.
+    pub fn retain_log_from(&self, shard: usize, lsn: u64) {
+        if let Some(store) = self.store.get() {
+            store.retain_from_lsn[shard].store(lsn, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes a snapshot of every shard and returns once all are durable.
+    pub async fn snapshot(&self) -> Result<(), Rejection> {
+        let shards = (0..self.clients.len()).map(|shard| self.send_one(shard, ClientOp::Snapshot));
+        for outcome in join_all(shards).await {
+            outcome?;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -19,23 +19,33 @@
 //! - `shard`: the shard thread's batch loop and its durability seam.
 //! - `engine`: starting shards and routing requests to them.
 //! - `stats`: counters for operators.
+//! - `codec`: commands as WAL payloads (rkyv).
+//! - `durable`: a shard's log: group commit on a syncer thread, snapshots.
+//! - `snapshot`: a shard's state as an image, captured and restored.
+//! - `store`: the data directory (layout, manifest, lock) and its options.
+//! - `recovery`: opening a data directory: replay, reconciliation, start.
 //! - `clock`, `hash`: injected time; stable hashing and shard choice.
 #![forbid(unsafe_code)]
 
 mod carts;
 pub mod clock;
+mod codec;
+mod durable;
 pub mod command;
 mod engine;
 pub mod hash;
 pub mod ids;
 pub mod limits;
 pub mod read_view;
+mod recovery;
 pub mod rejection;
 pub mod request;
 mod reservations;
 mod shard;
+pub mod snapshot;
 pub mod state;
 pub mod stats;
+pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey};
@@ -44,4 +54,6 @@ pub use ids::{ReservationId, Sku};
 pub use read_view::{ReadView, SkuCounts};
 pub use rejection::Rejection;
 pub use request::{Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
+pub use recovery::{RecoveryProgress, RecoveryReport, ShardRecovery};
 pub use state::{Batch, Notice, ShardConfig, ShardState};
+pub use store::{FsyncPolicy, StoreConfig, StoreError};

@@ -15,8 +15,8 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Counts of one SKU as the engine reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Counts of one SKU as the engine reports them. (Archived in snapshots.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize)]
 pub struct SkuCounts {
     pub on_hand: u64,
     pub reserved: u64,
@@ -120,12 +120,32 @@ impl SkuIndex {
         self.key_bytes.extend_from_slice(key.as_bytes());
         let end = u32::try_from(self.key_bytes.len()).expect("a shard's SKU keys fit in 4 GiB");
         self.key_ends.push(end);
+        self.index_slot(slot, hash);
+        slot
+    }
+
+    fn index_slot(&mut self, slot: u32, hash: u64) {
         if slot as usize % SLOTS_PER_CHUNK == 0 {
             self.slots.push((0..SLOTS_PER_CHUNK).map(|_| PublishedSlot::default()).collect());
         }
         let (key_bytes, key_ends) = (&self.key_bytes, &self.key_ends);
         self.table.insert_unique(hash, slot, |&other| xxh3_64(key_bytes_at(key_bytes, key_ends, other)));
-        slot
+    }
+
+    /// The key arena: every key's bytes, and where key `i` ends.
+    pub(crate) fn keys(&self) -> (&[u8], &[u32]) {
+        (&self.key_bytes, &self.key_ends)
+    }
+
+    /// An index over a key arena (from a snapshot), slots in arena order.
+    pub(crate) fn from_keys(key_bytes: Vec<u8>, key_ends: Vec<u32>) -> SkuIndex {
+        let count = key_ends.len();
+        let mut index = SkuIndex { table: HashTable::with_capacity(count), key_bytes, key_ends, slots: Vec::new() };
+        for slot in 0..count as u32 {
+            let hash = xxh3_64(key_bytes_at(&index.key_bytes, &index.key_ends, slot));
+            index.index_slot(slot, hash);
+        }
+        index
     }
 
     fn slot(&self, slot: u32) -> &PublishedSlot {

@@ -29,12 +29,12 @@ pub enum Rejection {
     BelowReserved { sku: Sku, reserved: u64 },
     #[error("on_hand would exceed the limit of 2^40 units")]
     OnHandTooLarge,
-    #[error("a part of a cross-shard cart expired before its commit reached it")]
-    CartPartExpired,
     #[error("the shard queue is full; retry shortly")]
     Busy,
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("storage failed, nothing more is acknowledged: {reason}")]
+    StorageFailed { reason: String },
     #[error("sku must be 1..=64 bytes of [A-Za-z0-9._:/-]")]
     SkuInvalid,
     #[error("reservation id must be 1..=128 bytes of printable ASCII")]
@@ -65,9 +65,9 @@ impl Rejection {
             Rejection::VersionMismatch { .. } => "version_mismatch",
             Rejection::BelowReserved { .. } => "below_reserved",
             Rejection::OnHandTooLarge => "on_hand_too_large",
-            Rejection::CartPartExpired => "cart_part_expired",
             Rejection::Busy => "busy",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::StorageFailed { .. } => "storage_failed",
             Rejection::SkuInvalid => "sku_invalid",
             Rejection::ReservationIdInvalid => "reservation_id_invalid",
             Rejection::QtyOutOfRange => "qty_out_of_range",

@@ -19,6 +19,7 @@ use crate::ids::ReservationId;
 use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts};
 use crate::rejection::Rejection;
+use crate::snapshot::StateImage;
 use crate::state::{publish, Batch, ShardState};
 use crate::stats::ShardStats;
 use crossbeam_channel::{Receiver, Sender};
@@ -35,6 +36,8 @@ pub(crate) enum ClientOp {
     /// A cart with lines on other shards, sent to its home.
     ReserveCart(CartRequest),
     Query(Query),
+    /// Write a snapshot of the shard now (answered once it is durable).
+    Snapshot,
 }
 
 pub(crate) enum ClientMessage {
@@ -132,6 +135,22 @@ pub(crate) struct Completion {
     pub many_replies: Vec<(oneshot::Sender<Vec<PartOutcome>>, Vec<PartOutcome>)>,
     /// Messages for each shard, by shard index.
     pub peer_out: Vec<Vec<PeerMessage>>,
+    /// A snapshot of the state after this batch, to write once it is durable.
+    pub snapshot: Option<SnapshotJob>,
+}
+
+/// A captured state waiting to be written, and who waits for it.
+pub(crate) struct SnapshotJob {
+    pub image: StateImage,
+    pub replies: Vec<oneshot::Sender<PartOutcome>>,
+}
+
+impl SnapshotJob {
+    pub fn answer(self, outcome: PartOutcome) {
+        for reply in self.replies {
+            let _ = reply.send(outcome.clone());
+        }
+    }
 }
 
 impl Completion {
@@ -163,6 +182,9 @@ impl Completion {
     /// The batch could not be made durable: every caller hears so, nothing
     /// is published and no peer is told.
     pub fn fail(&mut self, rejection: &Rejection) {
+        if let Some(snapshot) = self.snapshot.take() {
+            snapshot.answer(Err(rejection.clone()));
+        }
         self.published.clear();
         self.peer_out.iter_mut().for_each(Vec::clear);
         for (reply, _) in self.one_replies.drain(..) {
@@ -191,6 +213,10 @@ pub(crate) trait Durability: Send {
     fn end_batch(&mut self, completion: Completion) -> Completion;
     /// Set once the log failed: the shard stops acknowledging anything.
     fn failure(&self) -> Option<Rejection>;
+    /// Whether enough log was written since the last snapshot to take one.
+    fn wants_snapshot(&self) -> bool;
+    /// The LSN of the last record appended (`None`: there is no log).
+    fn last_lsn(&self) -> Option<u64>;
     /// Waits until every ended batch has completed.
     fn close(self: Box<Self>);
 }
@@ -209,6 +235,14 @@ impl Durability for InMemory {
     }
 
     fn failure(&self) -> Option<Rejection> {
+        None
+    }
+
+    fn wants_snapshot(&self) -> bool {
+        false
+    }
+
+    fn last_lsn(&self) -> Option<u64> {
         None
     }
 
@@ -239,6 +273,7 @@ pub(crate) struct Turn<'t, 's> {
     log: &'t mut dyn Durability,
     done: &'t mut Completion,
     many: &'t mut ManyReplies,
+    snapshot_waiters: &'t mut Vec<oneshot::Sender<PartOutcome>>,
 }
 
 impl Turn<'_, '_> {
@@ -291,6 +326,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
     // Reused across turns: the loop allocates nothing per command once warm.
     let mut clients: Vec<ClientMessage> = Vec::new();
     let mut peers: Vec<PeerMessage> = Vec::new();
+    let mut snapshot_waiters = Vec::new();
     let mut now_ms = now_ms_floor;
     let mut stopping = false;
     loop {
@@ -316,6 +352,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                 log: durability.as_mut(),
                 done: &mut done,
                 many: &mut many,
+                snapshot_waiters: &mut snapshot_waiters,
             };
             if failure.is_none() {
                 if let Some(tick) = turn.batch.tick(now_ms, TICK_EVENTS_MAX) {
@@ -341,6 +378,9 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
             }
         }
         state.take_published(&mut done.published);
+        if !snapshot_waiters.is_empty() || durability.wants_snapshot() {
+            take_snapshot(&state, durability.as_ref(), now_ms, &mut snapshot_waiters, &mut done);
+        }
         stats.record_turn(op_count, state.held_count(), carts.len());
         done = durability.end_batch(done);
         if stopping && client_inbox.is_empty() {
@@ -429,8 +469,29 @@ fn handle_op(turn: &mut Turn<'_, '_>, carts: &mut Carts, op: ClientOp, waiter: W
             let outcome = turn.batch.query(&query);
             turn.answer(waiter, outcome);
         }
+        ClientOp::Snapshot => match waiter {
+            Waiter::One(reply) => turn.snapshot_waiters.push(reply),
+            waiter => turn.answer(waiter, Err(Rejection::StorageFailed { reason: "snapshots are not batched".into() })),
+        },
     }
     None
+}
+
+/// Captures the state after this batch; it is written once the batch is durable.
+fn take_snapshot(
+    state: &ShardState,
+    durability: &dyn Durability,
+    now_ms: u64,
+    waiters: &mut Vec<oneshot::Sender<PartOutcome>>,
+    done: &mut Completion,
+) {
+    let Some(lsn) = durability.last_lsn() else {
+        for reply in waiters.drain(..) {
+            let _ = reply.send(Err(Rejection::StorageFailed { reason: "the engine runs without a data directory".into() }));
+        }
+        return;
+    };
+    done.snapshot = Some(SnapshotJob { image: state.capture(lsn, now_ms), replies: std::mem::take(waiters) });
 }
 
 fn handle_peer(turn: &mut Turn<'_, '_>, carts: &mut Carts, message: PeerMessage) {

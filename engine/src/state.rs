@@ -21,8 +21,9 @@ use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts, SkuIndex};
 use crate::rejection::Rejection;
 use crate::reservations::{Line, Reservation, Reservations};
-use parking_lot::{RwLockUpgradableReadGuard, RwLockWriteGuard};
+use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use smallvec::SmallVec;
+use std::sync::Arc;
 
 /// What a shard's state machine needs to know about its place in the engine.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +119,53 @@ impl ShardState {
 
     pub fn sku_count(&self) -> usize {
         self.counts.len()
+    }
+
+    /// Read access for snapshots.
+    pub(crate) fn parts(&self) -> (&SharedSkuIndex, &[SkuCounts], &Reservations) {
+        (&self.index, &self.counts, &self.reservations)
+    }
+
+    /// A state rebuilt from a snapshot's parts; every SKU is marked changed,
+    /// so the first publish shows them all.
+    pub(crate) fn from_parts(config: ShardConfig, index: SkuIndex, counts: Vec<SkuCounts>, reservations: Reservations) -> ShardState {
+        assert_eq!(index.len(), counts.len(), "a count per SKU");
+        let slots = counts.len();
+        let mut dirty_bits = vec![u64::MAX; slots.div_ceil(64)];
+        if slots % 64 != 0 {
+            *dirty_bits.last_mut().expect("at least one word") = (1u64 << (slots % 64)) - 1;
+        }
+        ShardState {
+            config,
+            index: Arc::new(RwLock::new(index)),
+            counts,
+            dirty: (0..slots as u32).collect(),
+            dirty_bits,
+            reservations,
+            notices: Vec::new(),
+            mutations: 0,
+        }
+    }
+
+    /// Drops notices left by replayed commands (recovery reconciles parts).
+    pub(crate) fn discard_notices(&mut self) {
+        self.notices.clear();
+    }
+
+    /// Held parts of carts whose home is another shard: (id, fingerprint, home).
+    pub(crate) fn held_away_parts(&self) -> Vec<(ReservationId, u128, u16)> {
+        let me = self.config.shard;
+        self.reservations
+            .iter()
+            .filter(|record| record.home != me && record.state == ReservationState::Held)
+            .map(|record| (record.id.clone(), record.fingerprint, record.home))
+            .collect()
+    }
+
+    /// (state, fingerprint) of this shard's part of `id`, if any.
+    pub(crate) fn part_state(&self, id: &ReservationId) -> Option<(ReservationState, u128)> {
+        let record = self.reservations.get(self.reservations.find(id)?);
+        Some((record.state, record.fingerprint))
     }
 }
 

@@ -68,12 +68,14 @@ pub struct ShardStats {
     pub batch_len: Histogram,
     pub holds_active: AtomicU64,
     pub carts_pending: AtomicU64,
-    /// Set by the log: records and bytes appended, fsyncs and their latency.
+    /// Set by the log: records appended, bytes written, segments created
+    /// by this process, fsync latency, snapshots written and the last one's LSN.
     pub wal_records: AtomicU64,
     pub wal_bytes: AtomicU64,
-    pub wal_segments: AtomicU64,
+    pub wal_segments_created: AtomicU64,
     pub fsync_us: Histogram,
     pub snapshots: AtomicU64,
+    pub snapshot_lsn: AtomicU64,
 }
 
 impl ShardStats {

@@ -1,0 +1,281 @@
+//! A shard's durability through its WAL: the shard thread frames every
+//! command into the log's buffer as it applies it, and at the end of the
+//! batch writes the buffer (one `pwrite`) and hands the batch's completion
+//! to its *syncer* thread. The syncer takes every batch waiting, runs one
+//! `fdatasync` for all of them (group commit), then delivers them in order:
+//! publish, tell other shards, reply. Meanwhile the shard applies its next
+//! batch; no reply ever precedes its own batch's sync.
+//!
+//! Snapshots ride the same queue: a snapshot of the state after batch k is
+//! written only once batch k is durable (the log must always reach the
+//! snapshot's LSN), by a third thread so the syncer never waits on it.
+//!
+//! A failed write or sync is never retried: the shard's log is poisoned,
+//! every waiting and later request hears `storage_failed`, and the process
+//! is expected to stop (`Engine::failure`).
+
+use crate::codec;
+use crate::command::{Command, PartOutcome, PartReply};
+use crate::rejection::Rejection;
+use crate::shard::{Completion, CompletionTarget, Durability, SnapshotJob};
+use crate::stats::ShardStats;
+use crate::store::FsyncPolicy;
+use crossbeam_channel::{Receiver, Sender};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use stockd_wal::{LogWriter, Storage, SyncPoint};
+
+/// Batches the syncer takes at once (each is up to `batch_len_max` ops).
+const SYNC_JOBS_MAX: usize = 64;
+/// Batches written but not yet synced; the shard waits (backpressure) past it.
+const SYNC_QUEUE_LEN_MAX: usize = 256;
+
+/// The first storage failure of a shard, set once.
+#[derive(Default)]
+pub(crate) struct Failure(OnceLock<String>);
+
+impl Failure {
+    pub(crate) fn set(&self, reason: String) {
+        let _ = self.0.set(reason);
+    }
+
+    pub(crate) fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn rejection(&self) -> Option<Rejection> {
+        self.get().map(|reason| Rejection::StorageFailed { reason: reason.to_owned() })
+    }
+}
+
+/// What a logged shard is given.
+pub(crate) struct LogSetup {
+    pub writer: LogWriter,
+    pub storage: Arc<dyn Storage>,
+    pub dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub snapshot_every_bytes: u64,
+    pub failure: Arc<Failure>,
+    /// The oldest LSN a consumer of the log (a future order sink) still
+    /// needs; segments from it on are kept. `u64::MAX`: none.
+    pub retain_from_lsn: Arc<AtomicU64>,
+}
+
+pub(crate) struct Logged {
+    writer: LogWriter,
+    jobs: Option<Sender<SyncJob>>,
+    recycled: Receiver<Completion>,
+    threads: Vec<JoinHandle<()>>,
+    failure: Arc<Failure>,
+    stats: Arc<ShardStats>,
+    snapshot_every_bytes: u64,
+    bytes_at_last_snapshot: u64,
+    snapshot_in_flight: Arc<AtomicBool>,
+    shard_count: usize,
+}
+
+struct SyncJob {
+    point: Option<SyncPoint>,
+    completion: Completion,
+}
+
+impl Logged {
+    pub(crate) fn start(setup: LogSetup, shard: u16, target: CompletionTarget, stats: Arc<ShardStats>) -> Logged {
+        let LogSetup { writer, storage, dir, fsync, snapshot_every_bytes, failure, retain_from_lsn } = setup;
+        let shard_count = target.peers.len();
+        let (jobs, job_inbox) = crossbeam_channel::bounded(SYNC_QUEUE_LEN_MAX);
+        let (recycle, recycled) = crossbeam_channel::bounded(8);
+        let (snapshots, snapshot_inbox) = crossbeam_channel::unbounded();
+        let snapshot_in_flight = Arc::new(AtomicBool::new(false));
+        let syncer = {
+            let (failure, stats) = (Arc::clone(&failure), Arc::clone(&stats));
+            let run = move || run_syncer(job_inbox, target, fsync, failure, stats, snapshots, recycle);
+            std::thread::Builder::new().name(format!("stockd-sync-{shard}")).spawn(run)
+        };
+        let snapshotter = {
+            let writer = SnapshotWriter {
+                storage,
+                dir,
+                shard,
+                failure: Arc::clone(&failure),
+                stats: Arc::clone(&stats),
+                in_flight: Arc::clone(&snapshot_in_flight),
+                retain_from_lsn,
+            };
+            std::thread::Builder::new().name(format!("stockd-snap-{shard}")).spawn(move || writer.run(snapshot_inbox))
+        };
+        let threads = vec![syncer.expect("the OS can start a thread"), snapshotter.expect("the OS can start a thread")];
+        let bytes_at_last_snapshot = writer.counters().0;
+        Logged {
+            writer,
+            jobs: Some(jobs),
+            recycled,
+            threads,
+            failure,
+            stats,
+            snapshot_every_bytes,
+            bytes_at_last_snapshot,
+            snapshot_in_flight,
+            shard_count,
+        }
+    }
+}
+
+impl Durability for Logged {
+    fn append(&mut self, command: &Command, now_ms: u64) {
+        self.writer.append(|buffer| codec::encode(command, now_ms, buffer));
+        self.stats.wal_records.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end_batch(&mut self, mut completion: Completion) -> Completion {
+        let point = if self.writer.buffered_len() > 0 {
+            match self.writer.write() {
+                Ok(point) => Some(point),
+                Err(error) => {
+                    self.failure.set(error.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (bytes, segments) = self.writer.counters();
+        self.stats.wal_bytes.store(bytes, Ordering::Relaxed);
+        self.stats.wal_segments_created.store(segments, Ordering::Relaxed);
+        if let Some(rejection) = self.failure.rejection() {
+            // Nothing of this batch may be acknowledged; earlier batches
+            // still in the syncer's queue fail there the same way.
+            completion.fail(&rejection);
+        }
+        if let Some(snapshot) = &completion.snapshot {
+            self.snapshot_in_flight.store(true, Ordering::Relaxed);
+            self.bytes_at_last_snapshot = bytes;
+            debug_assert!(snapshot.image.lsn < self.writer.next_lsn());
+        }
+        let jobs = self.jobs.as_ref().expect("jobs close only in close()");
+        jobs.send(SyncJob { point, completion }).expect("the syncer runs until close()");
+        self.recycled.try_recv().unwrap_or_else(|_| Completion::with_shards(self.shard_count))
+    }
+
+    fn failure(&self) -> Option<Rejection> {
+        self.failure.rejection()
+    }
+
+    fn wants_snapshot(&self) -> bool {
+        let written = self.writer.counters().0 + self.writer.buffered_len() as u64;
+        written - self.bytes_at_last_snapshot >= self.snapshot_every_bytes && !self.snapshot_in_flight.load(Ordering::Relaxed)
+    }
+
+    fn last_lsn(&self) -> Option<u64> {
+        Some(self.writer.next_lsn() - 1)
+    }
+
+    fn close(mut self: Box<Self>) {
+        drop(self.jobs.take());
+        for thread in self.threads.drain(..) {
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+}
+
+fn run_syncer(
+    jobs: Receiver<SyncJob>,
+    target: CompletionTarget,
+    fsync: FsyncPolicy,
+    failure: Arc<Failure>,
+    stats: Arc<ShardStats>,
+    snapshots: Sender<SnapshotJob>,
+    recycle: Sender<Completion>,
+) {
+    let mut batch: Vec<SyncJob> = Vec::new();
+    while let Ok(job) = jobs.recv() {
+        batch.push(job);
+        batch.extend(jobs.try_iter().take(SYNC_JOBS_MAX));
+        // Rotation synced every earlier segment, so the newest point covers
+        // every record of every batch taken.
+        if let Some(point) = batch.iter().rev().find_map(|job| job.point.as_ref()) {
+            if failure.get().is_none() {
+                sync(point, fsync, &failure, &stats);
+            }
+        }
+        let rejection = failure.rejection();
+        for SyncJob { mut completion, .. } in batch.drain(..) {
+            let snapshot = completion.snapshot.take();
+            match &rejection {
+                None => completion.deliver(&target),
+                Some(rejection) => completion.fail(rejection),
+            }
+            if let Some(snapshot) = snapshot {
+                match &rejection {
+                    None => snapshots.send(snapshot).expect("the snapshot writer outlives the syncer"),
+                    Some(rejection) => snapshot.answer(Err(rejection.clone())),
+                }
+            }
+            let _ = recycle.try_send(completion);
+        }
+    }
+}
+
+fn sync(point: &SyncPoint, fsync: FsyncPolicy, failure: &Failure, stats: &ShardStats) {
+    match fsync {
+        FsyncPolicy::Never => point.mark_durable_without_sync(),
+        FsyncPolicy::Always => {
+            let began = Instant::now();
+            match point.sync() {
+                Ok(()) => stats.fsync_us.record(began.elapsed().as_micros() as u64),
+                // Never retried: the pages it could not write may be gone.
+                Err(error) => failure.set(format!("fdatasync of the WAL failed: {error}")),
+            }
+        }
+    }
+}
+
+struct SnapshotWriter {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    shard: u16,
+    failure: Arc<Failure>,
+    stats: Arc<ShardStats>,
+    in_flight: Arc<AtomicBool>,
+    retain_from_lsn: Arc<AtomicU64>,
+}
+
+impl SnapshotWriter {
+    fn run(self, jobs: Receiver<SnapshotJob>) {
+        for job in jobs {
+            let outcome = self.write(&job);
+            self.in_flight.store(false, Ordering::Relaxed);
+            job.answer(outcome);
+        }
+    }
+
+    fn write(&self, job: &SnapshotJob) -> PartOutcome {
+        let lsn = job.image.lsn;
+        let bytes = job.image.to_bytes().map_err(|reason| Rejection::StorageFailed { reason })?;
+        let storage = self.storage.as_ref();
+        let written = stockd_wal::write_snapshot(storage, &self.dir, self.shard, lsn, &bytes)
+            .and_then(|_| stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, lsn))
+            .and_then(|()| {
+                // Keep what a consumer of the log still needs.
+                let retain_from = self.retain_from_lsn.load(Ordering::Relaxed);
+                stockd_wal::reader::remove_covered_segments(storage, &self.dir, lsn.min(retain_from.saturating_sub(1)))
+            });
+        match written {
+            Ok(_) => {
+                self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                self.stats.snapshot_lsn.store(lsn, Ordering::Relaxed);
+                Ok(PartReply::Done)
+            }
+            Err(error) => {
+                // Same rule as the log: an I/O failure is not retried.
+                self.failure.set(format!("writing a snapshot failed: {error}"));
+                Err(Rejection::StorageFailed { reason: error.to_string() })
+            }
+        }
+    }
+}

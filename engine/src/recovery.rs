@@ -1,0 +1,263 @@
+//! Opening a data directory: every shard loads its newest valid snapshot
+//! and replays its log after it (shards in parallel), through the same
+//! `apply` as live traffic. A replayed command that changes nothing means
+//! replay diverged from the run that logged it, and recovery stops there.
+//!
+//! Then cross-shard carts are reconciled before any shard runs (in
+//! particular before any tick): a held part away from home asks its home
+//! (directly, all states are here) and follows what home decided while the
+//! process was down; a part whose home has no record of the cart is an
+//! orphan of an attempt the crash cut short and is aborted. These commands
+//! are logged like any other. A cart is therefore never partly sold and
+//! partly expired, however long the process was down.
+
+use crate::clock::Clock;
+use crate::codec;
+use crate::command::{Command, ReservationState};
+use crate::durable::{Failure, LogSetup, Logged};
+use crate::engine::{Engine, EngineConfig, StoreHandles};
+use crate::snapshot;
+use crate::state::{ShardConfig, ShardState};
+use crate::store::{check_manifest, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stockd_wal::{list_snapshots, read_snapshot, scan, LogOptions, LogTail, LogWriter, Storage, WalError};
+
+/// Counters recovery advances as it goes, for a progress bar.
+#[derive(Default)]
+pub struct RecoveryProgress {
+    /// Bytes of log segments to read (known before replay starts).
+    pub bytes_total: AtomicU64,
+    /// Bytes of log segments read so far.
+    pub bytes_read: AtomicU64,
+    /// Records replayed so far.
+    pub records: AtomicU64,
+}
+
+/// What recovery did, for the log line an operator reads.
+#[derive(Debug, Clone)]
+pub struct RecoveryReport {
+    pub shards: Vec<ShardRecovery>,
+    /// Cross-shard parts finished or aborted after replay.
+    pub reconciled: usize,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardRecovery {
+    pub shard: u16,
+    pub snapshot_lsn: Option<u64>,
+    pub records_replayed: u64,
+    /// The LSN the shard's next record gets.
+    pub next_lsn: u64,
+    /// A torn record cut from the log's tail: (file, offset, why).
+    pub torn_tail: Option<(PathBuf, u64, &'static str)>,
+    pub discarded_segment: Option<PathBuf>,
+    pub skus: usize,
+    pub holds: usize,
+}
+
+/// One shard's state after replay, with where its log ends.
+pub(crate) struct Replayed {
+    pub state: ShardState,
+    pub tail: LogTail,
+    pub now_ms: u64,
+    pub report: ShardRecovery,
+}
+
+impl Engine {
+    /// Opens (or creates) a data directory, recovers every shard, and starts
+    /// the engine with the log on. The engine is ready when this returns.
+    pub fn open(
+        config: EngineConfig,
+        store: StoreConfig,
+        clock: Arc<dyn Clock>,
+        progress: &RecoveryProgress,
+    ) -> Result<(Engine, RecoveryReport), StoreError> {
+        let began = Instant::now();
+        let storage = Arc::clone(&store.storage);
+        storage.create_dir_all(&store.data_dir).map_err(|e| WalError::io("create", &store.data_dir, e))?;
+        let lock = if store.lock { Some(DirLock::acquire(&store.data_dir)?) } else { None };
+        check_manifest(storage.as_ref(), &store.data_dir, config.shards)?;
+        let mut replayed = replay_all(storage.as_ref(), &store, config.shards, progress)?;
+        let now_ms = replayed.iter().map(|shard| shard.now_ms).max().unwrap_or(0);
+        let mut writers = Vec::with_capacity(config.shards);
+        for (shard, replay) in replayed.iter().enumerate() {
+            if let Some(path) = &replay.report.discarded_segment {
+                stockd_wal::reader::discard(storage.as_ref(), path)?;
+            }
+            let options = LogOptions { shard: shard as u16, segment_bytes_max: store.segment_bytes_max };
+            let dir = shard_dir(&store.data_dir, shard);
+            writers.push(LogWriter::open(Arc::clone(&storage), &dir, options, replay.tail.clone())?);
+        }
+        let reconciled = reconcile(&mut replayed, &mut writers, now_ms, store.fsync)?;
+        let failures: Vec<Arc<Failure>> = (0..config.shards).map(|_| Arc::new(Failure::default())).collect();
+        let retain: Vec<Arc<AtomicU64>> = (0..config.shards).map(|_| Arc::new(AtomicU64::new(u64::MAX))).collect();
+        let reports = replayed.iter().map(|replay| replay.report.clone()).collect();
+        let mut states = Vec::with_capacity(config.shards);
+        for replay in replayed {
+            let mut state = replay.state;
+            state.publish_now();
+            states.push(state);
+        }
+        let mut writers = writers.into_iter().map(Some).collect::<Vec<_>>();
+        let engine = Engine::launch(config, clock, states, now_ms, |shard, target, stats| {
+            let setup = LogSetup {
+                writer: writers[shard].take().expect("one writer per shard"),
+                storage: Arc::clone(&storage),
+                dir: shard_dir(&store.data_dir, shard),
+                fsync: store.fsync,
+                snapshot_every_bytes: store.snapshot_every_bytes,
+                failure: Arc::clone(&failures[shard]),
+                retain_from_lsn: Arc::clone(&retain[shard]),
+            };
+            Box::new(Logged::start(setup, shard as u16, target, stats))
+        });
+        engine.attach_store(StoreHandles { failures, retain_from_lsn: retain, _lock: lock, data_dir: store.data_dir });
+        let report = RecoveryReport { shards: reports, reconciled, elapsed: began.elapsed() };
+        Ok((engine, report))
+    }
+}
+
+/// Replays every shard, each on its own thread.
+fn replay_all(
+    storage: &dyn Storage,
+    store: &StoreConfig,
+    shards: usize,
+    progress: &RecoveryProgress,
+) -> Result<Vec<Replayed>, StoreError> {
+    for shard in 0..shards {
+        for segment in stockd_wal::list_segments(storage, &shard_dir(&store.data_dir, shard))? {
+            let len = storage.read(&segment.path).map(|bytes| bytes.len() as u64).unwrap_or(0);
+            progress.bytes_total.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..shards)
+            .map(|shard| scope.spawn(move || replay_shard(storage, &store.data_dir, shard as u16, progress)))
+            .collect();
+        threads.into_iter().map(|thread| thread.join().expect("a replay thread panicked")).collect()
+    })
+}
+
+/// Loads the newest usable snapshot of `shard` and replays its log after it.
+pub(crate) fn replay_shard(
+    storage: &dyn Storage,
+    data_dir: &std::path::Path,
+    shard: u16,
+    progress: &RecoveryProgress,
+) -> Result<Replayed, StoreError> {
+    let dir = shard_dir(data_dir, usize::from(shard));
+    let (mut state, snapshot_lsn, mut now_ms) = load_snapshot(storage, &dir, shard)?;
+    let after_lsn = snapshot_lsn.unwrap_or(0);
+    let mut diverged = None;
+    let outcome = {
+        let mut batch = state.batch();
+        scan(storage, &dir, shard, after_lsn, |lsn, payload| {
+            let (at_ms, command) = codec::decode(payload)?;
+            let before = batch.mutations();
+            // The outcome was sent to a caller when the command was logged;
+            // replay only needs the state change.
+            let _ = batch.apply(&command, at_ms);
+            if batch.mutations() == before {
+                diverged.get_or_insert((lsn, format!("{command:?} changed nothing")));
+                return Err("replay diverged".to_owned());
+            }
+            now_ms = now_ms.max(at_ms);
+            progress.records.fetch_add(1, Ordering::Relaxed);
+            progress.bytes_read.fetch_add(payload.len() as u64 + 32, Ordering::Relaxed);
+            Ok(())
+        })
+    };
+    let outcome = match (outcome, diverged) {
+        (_, Some((lsn, reason))) => return Err(StoreError::Replay { shard, lsn, reason }),
+        (outcome, None) => outcome?,
+    };
+    // Notices are for live parts; recovery reconciles parts itself.
+    state.discard_notices();
+    let report = ShardRecovery {
+        shard,
+        snapshot_lsn,
+        records_replayed: outcome.records,
+        next_lsn: outcome.tail.next_lsn,
+        torn_tail: outcome.torn,
+        discarded_segment: outcome.discarded,
+        skus: state.sku_count(),
+        holds: state.held_count(),
+    };
+    Ok(Replayed { state, tail: outcome.tail, now_ms, report })
+}
+
+/// The newest snapshot that reads back and restores, as (state, its LSN, its time).
+fn load_snapshot(storage: &dyn Storage, dir: &std::path::Path, shard: u16) -> Result<(ShardState, Option<u64>, u64), StoreError> {
+    let snapshots = list_snapshots(storage, dir)?;
+    let Some(newest) = snapshots.first() else {
+        return Ok((ShardState::new(ShardConfig { shard }), None, 0));
+    };
+    // Only the newest is usable: segments older than it are deleted once it
+    // is durable, so an older snapshot could not be replayed forward.
+    let unusable = |reason: String| StoreError::Snapshot { path: newest.path.clone(), reason };
+    let loaded = read_snapshot(storage, &newest.path)?;
+    if loaded.header.shard != shard || loaded.header.lsn != newest.lsn {
+        return Err(unusable(format!("header names shard {} at LSN {}", loaded.header.shard, loaded.header.lsn)));
+    }
+    let image = snapshot::access(loaded.payload()).map_err(unusable)?;
+    if image.shard.to_native() != shard || image.lsn.to_native() != newest.lsn {
+        return Err(unusable("the image belongs to another shard or LSN".into()));
+    }
+    let now_ms = image.now_ms.to_native();
+    let state = ShardState::restore(image).map_err(unusable)?;
+    Ok((state, Some(newest.lsn), now_ms))
+}
+
+/// Finishes or aborts every held part away from home (see the module
+/// comment); logs and syncs those commands. Returns how many there were.
+fn reconcile(replayed: &mut [Replayed], writers: &mut [LogWriter], now_ms: u64, fsync: FsyncPolicy) -> Result<usize, StoreError> {
+    let shard_count = replayed.len();
+    let mut commands: Vec<Vec<Command>> = (0..shard_count).map(|_| Vec::new()).collect();
+    for (shard, replay) in replayed.iter().enumerate() {
+        for (id, fingerprint, home) in replay.state.held_away_parts() {
+            let home_state = replayed.get(usize::from(home)).and_then(|home| home.state.part_state(&id));
+            let command = match home_state {
+                Some((ReservationState::Held, home_fingerprint)) if home_fingerprint == fingerprint => continue,
+                Some((ReservationState::Committed, f)) if f == fingerprint => Command::CommitPart { id },
+                Some((ReservationState::Released, f)) if f == fingerprint => Command::ReleasePart { id },
+                Some((ReservationState::Expired, f)) if f == fingerprint => Command::ExpirePart { id },
+                // No home record (or one for another body): the cart was never completed.
+                _ => Command::Abort { id, fingerprint },
+            };
+            commands[shard].push(command);
+        }
+    }
+    let mut count = 0;
+    for ((replay, writer), commands) in replayed.iter_mut().zip(writers.iter_mut()).zip(commands) {
+        if commands.is_empty() {
+            continue;
+        }
+        {
+            let mut batch = replay.state.batch();
+            for command in &commands {
+                let before = batch.mutations();
+                let _ = batch.apply(command, now_ms);
+                assert_ne!(batch.mutations(), before, "reconciling {command:?} changed nothing");
+                writer.append(|buffer| codec::encode(command, now_ms, buffer));
+            }
+        }
+        replay.state.discard_notices();
+        let point = writer.write()?;
+        match fsync {
+            FsyncPolicy::Always => point.sync().map_err(|e| WalError::io("fsync", &replay.report.shard_dir_hint(), e))?,
+            FsyncPolicy::Never => point.mark_durable_without_sync(),
+        }
+        count += commands.len();
+    }
+    Ok(count)
+}
+
+impl ShardRecovery {
+    fn shard_dir_hint(&self) -> PathBuf {
+        PathBuf::from(format!("shard-{:02}", self.shard))
+    }
+}

@@ -1,0 +1,141 @@
+//! The engine's data directory: where each shard's log and snapshots live,
+//! the manifest that pins the shard count (routing depends on it), the lock
+//! that keeps a second process out, and the options of the durable store.
+//!
+//! ```text
+//! DATA_DIR/
+//!   stockd.manifest        "stockd data directory" / "format 1" / "shards N"
+//!   LOCK                   flock()ed by the running process
+//!   shard-00/              00000000000000000001.wal, ..., snapshot-<lsn>.snap
+//!   shard-01/
+//! ```
+//!
+//! `StoreError` is the engine's error for opening and recovering a data
+//! directory. It is separate from `Rejection` on purpose: a rejection is an
+//! answer to a request with a stable code; these are startup failures an
+//! operator reads.
+
+use crate::limits::SHARDS_MAX;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use stockd_wal::{FsStorage, Storage, WalError, SEGMENT_BYTES_DEFAULT};
+
+/// When a batch counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` before any answer (group-committed). The default.
+    Always,
+    /// Write but never sync: a crash loses acknowledged work. For measuring
+    /// the CPU path only.
+    Never,
+}
+
+/// Snapshot after this many bytes of log since the last snapshot.
+pub const SNAPSHOT_EVERY_BYTES_DEFAULT: u64 = 128 << 20;
+
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub segment_bytes_max: u64,
+    pub snapshot_every_bytes: u64,
+    pub storage: Arc<dyn Storage>,
+    /// Take an exclusive lock on the directory (real filesystems only).
+    pub lock: bool,
+}
+
+impl StoreConfig {
+    /// The defaults: the real filesystem, fsync always, 64 MiB segments.
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            fsync: FsyncPolicy::Always,
+            segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+            snapshot_every_bytes: SNAPSHOT_EVERY_BYTES_DEFAULT,
+            storage: Arc::new(FsStorage),
+            lock: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("{} holds data for {found} shards but {configured} were configured; start with --shards {found}", path.display())]
+    ShardCountMismatch { path: PathBuf, found: usize, configured: usize },
+    #[error("{} is in use by another stockd process", path.display())]
+    Locked { path: PathBuf },
+    #[error("{}: {reason}", path.display())]
+    Manifest { path: PathBuf, reason: String },
+    #[error("snapshot {} is unusable: {reason}; run `stockd wal verify` on the data directory", path.display())]
+    Snapshot { path: PathBuf, reason: String },
+    #[error("replay of shard {shard} diverged at LSN {lsn}: {reason}")]
+    Replay { shard: u16, lsn: u64, reason: String },
+}
+
+pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard:02}"))
+}
+
+const MANIFEST: &str = "stockd.manifest";
+
+/// The shard count recorded in `data_dir`, if it has a manifest.
+pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<usize>, StoreError> {
+    let path = data_dir.join(MANIFEST);
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let bytes = storage.read(&path).map_err(|e| WalError::io("read", &path, e))?;
+    let bad = |reason: &str| StoreError::Manifest { path: path.clone(), reason: reason.to_owned() };
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
+    let mut lines = text.lines();
+    if lines.next() != Some("stockd data directory") || lines.next() != Some("format 1") {
+        return Err(bad("not a stockd manifest of format 1"));
+    }
+    let shards = lines.next().and_then(|line| line.strip_prefix("shards ")).and_then(|n| n.parse().ok());
+    match shards {
+        Some(shards) if (1..=SHARDS_MAX).contains(&shards) => Ok(Some(shards)),
+        _ => Err(bad("no valid `shards N` line")),
+    }
+}
+
+/// Checks (or, in a new directory, records) the shard count.
+pub(crate) fn check_manifest(storage: &dyn Storage, data_dir: &Path, shards: usize) -> Result<(), StoreError> {
+    match recorded_shards(storage, data_dir)? {
+        Some(found) if found == shards => Ok(()),
+        Some(found) => Err(StoreError::ShardCountMismatch { path: data_dir.to_path_buf(), found, configured: shards }),
+        None => {
+            let path = data_dir.join(MANIFEST);
+            let temp = data_dir.join(format!("{MANIFEST}.tmp"));
+            let text = format!("stockd data directory\nformat 1\nshards {shards}\n");
+            if storage.exists(&temp) {
+                storage.remove(&temp).map_err(|e| WalError::io("remove", &temp, e))?;
+            }
+            let file = storage.create(&temp).map_err(|e| WalError::io("create", &temp, e))?;
+            file.write_at(0, text.as_bytes()).map_err(|e| WalError::io("write", &temp, e))?;
+            file.sync_data().map_err(|e| WalError::io("fsync", &temp, e))?;
+            storage.rename(&temp, &path).map_err(|e| WalError::io("rename", &temp, e))?;
+            storage.sync_dir(data_dir).map_err(|e| WalError::io("fsync directory", data_dir, e))?;
+            Ok(())
+        }
+    }
+}
+
+/// An exclusive `flock` on `DATA_DIR/LOCK`, released when dropped (or when
+/// the process dies, however it dies).
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub(crate) fn acquire(data_dir: &Path) -> Result<DirLock, StoreError> {
+        let path = data_dir.join("LOCK");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| WalError::io("open", &path, e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| StoreError::Locked { path: data_dir.to_path_buf() })?;
+        Ok(DirLock { _file: file })
+    }
+}

@@ -1,0 +1,324 @@
+//! Reading one shard's log back: every record in LSN order, with the rules
+//! recovery depends on.
+//!
+//! - Segments must chain: each begins at the LSN after the previous one's
+//!   last record, and records inside run consecutively.
+//! - An invalid frame at the tail of the *last* segment is a torn write when
+//!   no valid frame after it was framed with the bad record already durable
+//!   (its synced LSN is below the bad record's): the log ends before it and
+//!   the writer cuts it away (`LogTail`).
+//! - Otherwise an invalid frame is corruption (a record that had been
+//!   durable is damaged, or a full segment is): `WalError::Corrupt` names
+//!   the file and offset.
+//! - The last segment may have an unreadable header if a crash hit while it
+//!   was being created (before any record could be acknowledged): it is
+//!   reported in `ScanOutcome::discarded` and removed by `discard`.
+
+use crate::format::{
+    decode_segment_header, parse_segment_file_name, read_frame, Frame, RECORD_ALIGN, SEGMENT_HEADER_LEN,
+};
+use crate::storage::Storage;
+use crate::writer::LogTail;
+use crate::WalError;
+use std::path::{Path, PathBuf};
+
+/// One segment file of a shard's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    pub path: PathBuf,
+    pub first_lsn: u64,
+}
+
+/// What a scan found besides the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOutcome {
+    /// Where the log ends: hand it to `LogWriter::open`.
+    pub tail: LogTail,
+    /// A torn record cut from the tail: (file, offset, why it is invalid).
+    pub torn: Option<(PathBuf, u64, &'static str)>,
+    /// A last segment whose creation never completed.
+    pub discarded: Option<PathBuf>,
+    /// Records visited (after `after_lsn`) and segments read.
+    pub records: u64,
+    pub segments: usize,
+}
+
+/// Segment files in `dir`, oldest first.
+pub fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<SegmentFile>, WalError> {
+    if !storage.exists(dir) {
+        return Ok(Vec::new());
+    }
+    let names = storage.list(dir).map_err(|e| WalError::io("list", dir, e))?;
+    let mut segments: Vec<SegmentFile> = names
+        .iter()
+        .filter_map(|name| Some(SegmentFile { path: dir.join(name), first_lsn: parse_segment_file_name(name)? }))
+        .collect();
+    segments.sort_by_key(|segment| segment.first_lsn);
+    Ok(segments)
+}
+
+/// Visits every record with an LSN above `after_lsn`, in order, and finds
+/// where the log ends. `each(lsn, payload, file, offset)` may refuse a
+/// payload (it could not be decoded): that is corruption at that record.
+/// `progress(bytes)` is told how many segment bytes were read so far.
+pub fn scan(
+    storage: &dyn Storage,
+    dir: &Path,
+    shard: u16,
+    after_lsn: u64,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<ScanOutcome, WalError> {
+    let segments = list_segments(storage, dir)?;
+    let mut outcome =
+        ScanOutcome { tail: LogTail { next_lsn: after_lsn + 1, segment: None }, torn: None, discarded: None, records: 0, segments: 0 };
+    // The LSN the next record must carry, following the segments in order.
+    let mut chain_next = 0;
+    for (index, segment) in segments.iter().enumerate() {
+        let last = index + 1 == segments.len();
+        let bytes = storage.read(&segment.path).map_err(|e| WalError::io("read", &segment.path, e))?;
+        let corrupt = |offset: u64, reason: String| WalError::Corrupt { path: segment.path.clone(), offset, reason };
+        let header = match decode_segment_header(&bytes) {
+            Ok(header) => header,
+            Err(_) if last && index > 0 && !durable_frame_after(&bytes, 0, 0) => {
+                outcome.discarded = Some(segment.path.clone());
+                break;
+            }
+            Err(reason) => return Err(corrupt(0, reason)),
+        };
+        if header.shard != shard || header.first_lsn != segment.first_lsn {
+            let reason = format!("header says shard {} from LSN {}, file name and place disagree", header.shard, header.first_lsn);
+            return Err(corrupt(0, reason));
+        }
+        if index > 0 && header.first_lsn != chain_next {
+            return Err(corrupt(0, format!("segment begins at LSN {}, the log continues at {chain_next}", header.first_lsn)));
+        }
+        if index == 0 && header.first_lsn > after_lsn + 1 {
+            let reason = format!("records {}..{} are missing (the oldest segment begins later)", after_lsn + 1, header.first_lsn);
+            return Err(corrupt(0, reason));
+        }
+        outcome.segments += 1;
+        let mut next_lsn = header.first_lsn;
+        let mut at = SEGMENT_HEADER_LEN;
+        loop {
+            match read_frame(&bytes, at) {
+                Frame::Record { lsn, payload, next, .. } if lsn == next_lsn => {
+                    if lsn > after_lsn {
+                        each(lsn, payload).map_err(|reason| corrupt(at as u64, reason))?;
+                        outcome.records += 1;
+                    }
+                    next_lsn += 1;
+                    at = next;
+                }
+                Frame::End => break,
+                frame => {
+                    let reason = match frame {
+                        Frame::Invalid(reason) => reason,
+                        _ => "LSN out of sequence",
+                    };
+                    if !last || durable_frame_after(&bytes, at + RECORD_ALIGN, next_lsn) {
+                        return Err(corrupt(at as u64, format!("{reason} (record {next_lsn}, which had been durable)")));
+                    }
+                    outcome.torn = Some((segment.path.clone(), at as u64, reason));
+                    break;
+                }
+            }
+        }
+        chain_next = next_lsn;
+        outcome.tail = LogTail { next_lsn, segment: Some((segment.path.clone(), at as u64)) };
+    }
+    if outcome.tail.segment.is_some() && chain_next <= after_lsn {
+        let path = outcome.tail.segment.as_ref().map(|(path, _)| path.clone()).expect("checked");
+        let reason = format!("the log ends at LSN {}, before the snapshot's LSN {after_lsn}", chain_next - 1);
+        return Err(WalError::Corrupt { path, offset: 0, reason });
+    }
+    Ok(outcome)
+}
+
+/// Whether a valid frame at a 16-aligned offset from `from` on was framed
+/// when record `lsn` was already durable (0: any valid frame counts).
+fn durable_frame_after(bytes: &[u8], from: usize, lsn: u64) -> bool {
+    let start = from.max(SEGMENT_HEADER_LEN).next_multiple_of(RECORD_ALIGN);
+    (start..bytes.len())
+        .step_by(RECORD_ALIGN)
+        .any(|at| matches!(read_frame(bytes, at), Frame::Record { synced_lsn, .. } if synced_lsn >= lsn))
+}
+
+/// Removes a segment whose creation never completed (see `ScanOutcome::discarded`).
+pub fn discard(storage: &dyn Storage, path: &Path) -> Result<(), WalError> {
+    storage.remove(path).map_err(|e| WalError::io("remove", path, e))?;
+    let dir = path.parent().expect("segments live in a directory");
+    storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))
+}
+
+/// Deletes the segments whose every record is at or below `covered_lsn`
+/// (never the last segment, which the writer is using). Returns how many.
+pub fn remove_covered_segments(storage: &dyn Storage, dir: &Path, covered_lsn: u64) -> Result<usize, WalError> {
+    let segments = list_segments(storage, dir)?;
+    let mut removed = 0;
+    for pair in segments.windows(2) {
+        // A segment's last record is the one before the next segment's first.
+        if pair[1].first_lsn - 1 <= covered_lsn {
+            storage.remove(&pair[0].path).map_err(|e| WalError::io("remove", &pair[0].path, e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem_storage::MemStorage;
+    use crate::writer::{LogOptions, LogWriter, SEGMENT_BYTES_MIN};
+
+    const SHARD: u16 = 2;
+
+    fn options() -> LogOptions {
+        LogOptions { shard: SHARD, segment_bytes_max: SEGMENT_BYTES_MIN }
+    }
+
+    fn payload(lsn: u64) -> Vec<u8> {
+        // Sizes vary so records straddle rotation points differently.
+        let len = 1 + (lsn * 37 % 2_000) as usize;
+        (0..len).map(|i| (lsn as usize + i) as u8).collect()
+    }
+
+    fn write_records(writer: &mut LogWriter, lsns: std::ops::RangeInclusive<u64>, sync: bool) {
+        for lsn in lsns {
+            assert_eq!(writer.append(|buffer| buffer.extend_from_slice(&payload(lsn))), lsn);
+            if lsn % 50 == 0 {
+                let point = writer.write().unwrap();
+                if sync {
+                    point.sync().unwrap();
+                }
+            }
+        }
+        let point = writer.write().unwrap();
+        if sync {
+            point.sync().unwrap();
+        }
+    }
+
+    fn read_all(storage: &dyn Storage, dir: &Path, after: u64) -> (Vec<u64>, ScanOutcome) {
+        let mut lsns = Vec::new();
+        let outcome = scan(storage, dir, SHARD, after, |lsn, bytes| {
+            assert_eq!(bytes, payload(lsn), "payload of record {lsn}");
+            lsns.push(lsn);
+            Ok(())
+        })
+        .unwrap();
+        (lsns, outcome)
+    }
+
+    #[test]
+    fn records_round_trip_across_rotations_and_reopen() {
+        let storage = MemStorage::new();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=2_000, true);
+        drop(writer);
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+        assert_eq!(lsns, (1..=2_000).collect::<Vec<_>>());
+        assert!(outcome.segments > 1, "2,000 records of ~1 KiB rotate 1 MiB segments");
+        assert_eq!(outcome.torn, None);
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
+        write_records(&mut writer, 2_001..=2_100, true);
+        let (lsns, _) = read_all(storage.as_ref(), dir, 1_500);
+        assert_eq!(lsns, (1_501..=2_100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_crash_keeps_exactly_the_synced_records() {
+        let storage = MemStorage::new();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=1_234, true);
+        write_records(&mut writer, 1_235..=1_300, false);
+        storage.crash();
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+        assert_eq!(lsns.last(), Some(&1_234));
+        assert_eq!(outcome.tail.next_lsn, 1_235);
+    }
+
+    #[test]
+    fn a_failed_sync_poisons_the_writer_and_is_never_retried() {
+        let storage = MemStorage::new();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=10, true);
+        storage.fail_sync_after(1);
+        writer.append(|buffer| buffer.extend_from_slice(&payload(11)));
+        let point = writer.write().unwrap();
+        assert!(point.sync().is_err());
+        // A failed write poisons too, and a poisoned writer refuses everything.
+        storage.fail_write_after(1);
+        writer.append(|buffer| buffer.extend_from_slice(&payload(12)));
+        assert!(writer.write().is_err());
+        assert!(matches!(writer.write(), Err(WalError::Poisoned)));
+        storage.crash();
+        let (lsns, _) = read_all(storage.as_ref(), dir, 0);
+        assert_eq!(lsns, (1..=10).collect::<Vec<_>>(), "the durable prefix, nothing more");
+    }
+
+    /// Pages of an unsynced write may reach the disk in any order: a bad
+    /// frame followed by valid frames that were never durable is still a
+    /// torn tail, not corruption.
+    #[test]
+    fn unsynced_frames_after_a_torn_one_are_a_torn_tail() {
+        let storage = MemStorage::new();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=10, true);
+        // Records 11..=20 are written in one unsynced batch.
+        for lsn in 11..=20 {
+            writer.append(|buffer| buffer.extend_from_slice(&payload(lsn)));
+        }
+        writer.write().unwrap();
+        drop(writer);
+        // Damage record 11's header only: 12..=20 stay valid but unsynced.
+        let segment = list_segments(storage.as_ref(), dir).unwrap().pop().unwrap();
+        let bytes = storage.read(&segment.path).unwrap();
+        let at = offset_of(&bytes, 11);
+        storage.open(&segment.path).unwrap().write_at(at as u64 + 4, &[0xff]).unwrap();
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+        assert_eq!(lsns, (1..=10).collect::<Vec<_>>());
+        assert_eq!(outcome.torn.as_ref().map(|torn| torn.1), Some(at as u64));
+        // Damaging a durable record (5) while later durable ones follow is corruption.
+        let at = offset_of(&bytes, 5);
+        storage.open(&segment.path).unwrap().write_at(at as u64 + 40, &[0xff]).unwrap();
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
+        write_records(&mut writer, 11..=12, true);
+        let error = scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(())).unwrap_err();
+        assert!(matches!(error, WalError::Corrupt { offset, .. } if offset == at as u64), "{error}");
+    }
+
+    fn offset_of(bytes: &[u8], wanted: u64) -> usize {
+        let mut at = SEGMENT_HEADER_LEN;
+        loop {
+            match read_frame(bytes, at) {
+                Frame::Record { lsn, next, .. } if lsn == wanted => return at,
+                Frame::Record { next, .. } => at = next,
+                other => panic!("record {wanted} not found: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn covered_segments_are_removed_but_never_the_last() {
+        let storage = MemStorage::new();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=3_000, true);
+        let before = list_segments(storage.as_ref(), dir).unwrap();
+        assert!(before.len() >= 3);
+        let covered = before[2].first_lsn - 1;
+        assert_eq!(remove_covered_segments(storage.as_ref(), dir, covered).unwrap(), 2);
+        let (lsns, _) = read_all(storage.as_ref(), dir, covered);
+        assert_eq!(lsns.first(), Some(&(covered + 1)));
+        assert_eq!(remove_covered_segments(storage.as_ref(), dir, u64::MAX).unwrap(), before.len() - 3);
+        assert_eq!(list_segments(storage.as_ref(), dir).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,231 @@
+//! Appending to one shard's log. Records are framed into an aligned buffer
+//! as the shard applies its batch (`append`); `write` puts the whole batch
+//! into the current segment with one positional write and returns the
+//! `SyncPoint` that makes it durable, which the caller runs on another
+//! thread (group commit, and the next batch is applied meanwhile).
+//!
+//! Rotation: a batch that would overflow the segment is cut at a record
+//! boundary. The full segment is made durable *before* the new one gets any
+//! record, so a torn record can only ever be at the tail of the last
+//! segment. A new segment is preallocated, its header written and synced,
+//! and its directory entry synced, before records go in.
+//!
+//! Any failed write or sync poisons the writer: it refuses every later
+//! call. A failed fsync is never retried (the kernel may have dropped the
+//! dirty pages it could not write, so a retry that "succeeds" proves
+//! nothing).
+
+use crate::format::{encode_segment_header, record_len, seal_record, segment_file_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::storage::{AlignedBytes, Storage, StorageFile};
+use crate::WalError;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Smallest segment size accepted (records must always fit).
+pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    pub shard: u16,
+    pub segment_bytes_max: u64,
+}
+
+/// Where an existing log ends, as recovery found it (see `reader`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTail {
+    /// The LSN the next record gets.
+    pub next_lsn: u64,
+    /// The last segment and the offset just past its last valid record.
+    pub segment: Option<(PathBuf, u64)>,
+}
+
+impl LogTail {
+    pub fn empty() -> LogTail {
+        LogTail { next_lsn: 1, segment: None }
+    }
+}
+
+pub struct LogWriter {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    options: LogOptions,
+    segment: Option<Arc<dyn StorageFile>>,
+    /// Where the next written byte goes in the current segment.
+    segment_end: u64,
+    /// Framed records not yet written.
+    buffer: AlignedBytes,
+    /// Buffer offsets where a new segment must begin, with its first LSN.
+    cuts: Vec<(usize, u64)>,
+    /// `segment_end` once the buffer is written (decides the cuts).
+    planned_end: u64,
+    next_lsn: u64,
+    /// Every record up to this LSN is durable (advanced by `SyncPoint::sync`).
+    durable_lsn: Arc<AtomicU64>,
+    poisoned: bool,
+    bytes_written: u64,
+    segments_created: u64,
+}
+
+/// What makes the records written so far durable: one `fdatasync` of the
+/// current segment (earlier segments were synced when they filled).
+#[derive(Clone)]
+pub struct SyncPoint {
+    file: Arc<dyn StorageFile>,
+    /// The last LSN written before this point.
+    lsn: u64,
+    durable_lsn: Arc<AtomicU64>,
+}
+
+impl SyncPoint {
+    /// Makes every record up to `lsn()` durable. Never call it again after
+    /// it failed: the writer is poisoned and the process must stop.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.durable_lsn.fetch_max(self.lsn, Ordering::Release);
+        Ok(())
+    }
+
+    /// A point that syncs nothing new but records `lsn` as durable (the log
+    /// runs with fsync off).
+    pub fn mark_durable_without_sync(&self) {
+        self.durable_lsn.fetch_max(self.lsn, Ordering::Release);
+    }
+
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+}
+
+impl LogWriter {
+    /// Continues the log recovery found (`tail`), or starts one in an empty
+    /// directory. A continued segment has everything past its last valid
+    /// record cut away first (a torn tail, or unacknowledged leftovers).
+    pub fn open(storage: Arc<dyn Storage>, dir: &Path, options: LogOptions, tail: LogTail) -> Result<LogWriter, WalError> {
+        assert!(options.segment_bytes_max >= SEGMENT_BYTES_MIN, "segments of at least 1 MiB");
+        storage.create_dir_all(dir).map_err(|e| WalError::io("create", dir, e))?;
+        let mut writer = LogWriter {
+            storage,
+            dir: dir.to_path_buf(),
+            options,
+            segment: None,
+            segment_end: 0,
+            buffer: AlignedBytes::with_capacity(1 << 20),
+            cuts: Vec::new(),
+            planned_end: 0,
+            next_lsn: tail.next_lsn,
+            durable_lsn: Arc::new(AtomicU64::new(tail.next_lsn - 1)),
+            poisoned: false,
+            bytes_written: 0,
+            segments_created: 0,
+        };
+        match tail.segment {
+            Some((path, end)) => {
+                let file = writer.storage.open(&path).map_err(|e| WalError::io("open", &path, e))?;
+                // Everything past the last valid record is garbage or unacknowledged.
+                file.set_len_allocated(end).map_err(|e| WalError::io("truncate", &path, e))?;
+                file.set_len_allocated(options.segment_bytes_max.max(end)).map_err(|e| WalError::io("preallocate", &path, e))?;
+                file.sync_data().map_err(|e| WalError::io("fsync", &path, e))?;
+                writer.segment = Some(file);
+                writer.segment_end = end;
+            }
+            None => writer.create_segment(writer.next_lsn)?,
+        }
+        writer.planned_end = writer.segment_end;
+        Ok(writer)
+    }
+
+    /// The LSN the next appended record gets.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Bytes framed and not yet written.
+    pub fn buffered_len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Total bytes written and segments created by this writer.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.bytes_written, self.segments_created)
+    }
+
+    /// Frames one record whose payload `encode` appends to the buffer it is
+    /// given (at a 16-aligned position). Returns the record's LSN.
+    pub fn append(&mut self, encode: impl FnOnce(&mut AlignedBytes)) -> u64 {
+        let start = self.buffer.len();
+        debug_assert_eq!(start % 16, 0);
+        self.buffer.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+        encode(&mut self.buffer);
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        seal_record(&mut self.buffer[start..], lsn, self.durable_lsn.load(Ordering::Acquire));
+        let len = record_len(self.buffer.len() - start - RECORD_HEADER_LEN);
+        self.buffer.resize(start + len, 0);
+        if self.planned_end + len as u64 > self.options.segment_bytes_max {
+            self.cuts.push((start, lsn));
+            self.planned_end = SEGMENT_HEADER_LEN as u64;
+        }
+        self.planned_end += len as u64;
+        lsn
+    }
+
+    /// Writes every framed record (rotating segments as needed) and returns
+    /// what makes them durable.
+    pub fn write(&mut self) -> Result<SyncPoint, WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        let result = self.write_buffer();
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn write_buffer(&mut self) -> Result<SyncPoint, WalError> {
+        let mut from = 0;
+        let cuts = std::mem::take(&mut self.cuts);
+        for &(cut, first_lsn) in &cuts {
+            self.write_to_segment(from, cut)?;
+            let full = self.segment.as_ref().expect("a writer always has a segment");
+            full.sync_data().map_err(|e| WalError::io("fsync", &self.dir, e))?;
+            self.durable_lsn.fetch_max(first_lsn - 1, Ordering::Release);
+            self.create_segment(first_lsn)?;
+            from = cut;
+        }
+        self.write_to_segment(from, self.buffer.len())?;
+        self.buffer.clear();
+        self.cuts = cuts;
+        self.cuts.clear();
+        let file = Arc::clone(self.segment.as_ref().expect("a writer always has a segment"));
+        Ok(SyncPoint { file, lsn: self.next_lsn - 1, durable_lsn: Arc::clone(&self.durable_lsn) })
+    }
+
+    fn write_to_segment(&mut self, from: usize, to: usize) -> Result<(), WalError> {
+        if from == to {
+            return Ok(());
+        }
+        let segment = self.segment.as_ref().expect("a writer always has a segment");
+        segment.write_at(self.segment_end, &self.buffer[from..to]).map_err(|e| WalError::io("write", &self.dir, e))?;
+        self.segment_end += (to - from) as u64;
+        self.bytes_written += (to - from) as u64;
+        Ok(())
+    }
+
+    /// Creates, preallocates and durably names a segment starting at `first_lsn`.
+    fn create_segment(&mut self, first_lsn: u64) -> Result<(), WalError> {
+        let path = self.dir.join(segment_file_name(first_lsn));
+        let file = self.storage.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+        file.set_len_allocated(self.options.segment_bytes_max).map_err(|e| WalError::io("preallocate", &path, e))?;
+        let header = encode_segment_header(self.options.shard, first_lsn);
+        file.write_at(0, &header).map_err(|e| WalError::io("write", &path, e))?;
+        file.sync_data().map_err(|e| WalError::io("fsync", &path, e))?;
+        self.storage.sync_dir(&self.dir).map_err(|e| WalError::io("fsync directory", &self.dir, e))?;
+        self.segment = Some(file);
+        self.segment_end = SEGMENT_HEADER_LEN as u64;
+        self.segments_created += 1;
+        Ok(())
+    }
+}
