@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 use stockd_engine::{
-    limits::TICK_EVENTS_MAX, CartLine, Command, Engine, EngineConfig, ManualClock, PartReply, Query, Rejection,
-    Reply, Request, ReservationId, ReservePart, ReserveRequest, ShardConfig, ShardState, Sku, SkuCounts,
+    limits::TICK_EVENTS_MAX, CartLine, Command, Engine, EngineConfig, ManualClock, PartReply, Query, Rejection, Reply,
+    Request, ReservationId, ReservePart, ReserveRequest, ShardConfig, ShardState, Sku, SkuCounts,
 };
 
 fn sku(s: usize) -> Sku {

@@ -60,14 +60,20 @@ fn a_retry_after_restart_replays_the_original_answer() {
     let reused = cart("wide", &all[..2]);
     assert_eq!(engine.submit_blocking(reused), Err(Rejection::IdempotencyKeyReused));
     futures::executor::block_on(engine.snapshot()).expect("snapshots are written");
-    assert_eq!(engine.submit_blocking(Request::Commit { id: ReservationId::new("wide").unwrap() }), Ok(Reply::Committed));
+    assert_eq!(
+        engine.submit_blocking(Request::Commit { id: ReservationId::new("wide").unwrap() }),
+        Ok(Reply::Committed)
+    );
     drop(engine);
 
     // Crash (only durable bytes survive) after a snapshot: snapshot + log.
     storage.crash();
     let engine = open(&storage, &clock);
     assert!(matches!(engine.submit_blocking(wide), Ok(Reply::Held(Hold { replayed: true, .. }))));
-    assert_eq!(engine.submit_blocking(Request::Commit { id: ReservationId::new("wide").unwrap() }), Ok(Reply::Committed));
+    assert_eq!(
+        engine.submit_blocking(Request::Commit { id: ReservationId::new("wide").unwrap() }),
+        Ok(Reply::Committed)
+    );
     assert_eq!(reserved(&engine, "sku-0"), 2, "only the single cart still holds sku-0");
     assert_eq!(engine.read_view().get("sku-8").unwrap().on_hand, 8, "the wide cart sold once");
     futures::executor::block_on(engine.audit()).expect("invariants hold");

@@ -110,7 +110,13 @@ impl Carts {
 
     /// Answers `waiter` once every message sent about `id` is acknowledged
     /// (at once when none is outstanding).
-    pub fn answer_when_settled(&mut self, turn: &mut Turn<'_, '_>, id: &ReservationId, waiter: Waiter, outcome: PartOutcome) {
+    pub fn answer_when_settled(
+        &mut self,
+        turn: &mut Turn<'_, '_>,
+        id: &ReservationId,
+        waiter: Waiter,
+        outcome: PartOutcome,
+    ) {
         match self.settling.get_mut(id) {
             Some(settling) => settling.waiters.push((waiter, outcome)),
             None => turn.answer(waiter, outcome),

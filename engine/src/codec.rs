@@ -103,7 +103,9 @@ pub(crate) fn decode(payload: &[u8]) -> Result<(u64, Command), String> {
             let expected_version = expected_version.as_ref().map(|version| version.to_native());
             Command::SetStock { sku: sku_of(sku)?, on_hand, expected_version }
         }
-        ArchivedLoggedCommand::AdjustStock { sku, delta } => Command::AdjustStock { sku: sku_of(sku)?, delta: delta.to_native() },
+        ArchivedLoggedCommand::AdjustStock { sku, delta } => {
+            Command::AdjustStock { sku: sku_of(sku)?, delta: delta.to_native() }
+        }
         ArchivedLoggedCommand::Reserve { id, fingerprint, lines, expires_at_ms, forget_at_ms, home, participants } => {
             check(lines.len() <= LINES_MAX, "too many lines")?;
             let lines = lines
@@ -118,7 +120,15 @@ pub(crate) fn decode(payload: &[u8]) -> Result<(u64, Command), String> {
             check(usize::from(home) < SHARDS_MAX && participants & (1 << home) != 0, "home outside the cart")?;
             let (expires_at_ms, forget_at_ms) = (expires_at_ms.to_native(), forget_at_ms.to_native());
             check(expires_at_ms < forget_at_ms, "forgotten before its deadline")?;
-            let part = ReservePart { id: id_of(id)?, fingerprint: fingerprint.to_native(), lines, expires_at_ms, forget_at_ms, home, participants };
+            let part = ReservePart {
+                id: id_of(id)?,
+                fingerprint: fingerprint.to_native(),
+                lines,
+                expires_at_ms,
+                forget_at_ms,
+                home,
+                participants,
+            };
             Command::Reserve(part)
         }
         ArchivedLoggedCommand::Commit(id) => Command::Commit { id: id_of(id)? },
@@ -126,7 +136,9 @@ pub(crate) fn decode(payload: &[u8]) -> Result<(u64, Command), String> {
         ArchivedLoggedCommand::CommitPart(id) => Command::CommitPart { id: id_of(id)? },
         ArchivedLoggedCommand::ReleasePart(id) => Command::ReleasePart { id: id_of(id)? },
         ArchivedLoggedCommand::ExpirePart(id) => Command::ExpirePart { id: id_of(id)? },
-        ArchivedLoggedCommand::Abort { id, fingerprint } => Command::Abort { id: id_of(id)?, fingerprint: fingerprint.to_native() },
+        ArchivedLoggedCommand::Abort { id, fingerprint } => {
+            Command::Abort { id: id_of(id)?, fingerprint: fingerprint.to_native() }
+        }
         ArchivedLoggedCommand::Tick { due_ms, seq } => {
             Command::Tick { up_to: TimerKey { due_ms: due_ms.to_native(), seq: seq.to_native() } }
         }
@@ -194,7 +206,10 @@ mod tests {
             Command::Reserve(ReservePart {
                 id: long_id.clone(),
                 fingerprint: u128::MAX - 5,
-                lines: vec![CartLine { sku: sku.clone(), qty: 3 }, CartLine { sku: Sku::new("b").unwrap(), qty: QTY_MAX }],
+                lines: vec![
+                    CartLine { sku: sku.clone(), qty: 3 },
+                    CartLine { sku: Sku::new("b").unwrap(), qty: QTY_MAX },
+                ],
                 expires_at_ms: 1_000,
                 forget_at_ms: 2_000,
                 home: 3,
@@ -234,7 +249,8 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[0xAB; 64]).is_err());
         let mut buffer = AlignedBytes::new();
-        let too_much = Command::SetStock { sku: Sku::new("a").unwrap(), on_hand: ON_HAND_MAX + 1, expected_version: None };
+        let too_much =
+            Command::SetStock { sku: Sku::new("a").unwrap(), on_hand: ON_HAND_MAX + 1, expected_version: None };
         encode(&too_much, 0, &mut buffer);
         assert_eq!(decode(&buffer), Err("on_hand out of range".to_owned()));
     }

@@ -129,10 +129,16 @@ pub enum PartReply {
     Sku(SkuCounts),
     /// The part is held (or, when `replayed`, was held by an earlier command
     /// with the same id and body, and is now in `state`).
-    Held { expires_at_ms: u64, replayed: bool, state: ReservationState },
+    Held {
+        expires_at_ms: u64,
+        replayed: bool,
+        state: ReservationState,
+    },
     Committed,
     Released,
     Part(PartView),
+    /// A copy of the shard's whole state (`Engine::capture_states`).
+    Image(Box<crate::snapshot::StateImage>),
     Done,
 }
 

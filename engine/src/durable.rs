@@ -166,7 +166,8 @@ impl Durability for Logged {
 
     fn wants_snapshot(&self) -> bool {
         let written = self.writer.counters().0 + self.writer.buffered_len() as u64;
-        written - self.bytes_at_last_snapshot >= self.snapshot_every_bytes && !self.snapshot_in_flight.load(Ordering::Relaxed)
+        written - self.bytes_at_last_snapshot >= self.snapshot_every_bytes
+            && !self.snapshot_in_flight.load(Ordering::Relaxed)
     }
 
     fn last_lsn(&self) -> Option<u64> {

@@ -12,6 +12,7 @@
 use crate::carts::{participant_shards, CartRequest};
 use crate::clock::Clock;
 use crate::command::{Command, PartOutcome, PartReply, PartView, Query};
+use crate::durable::Failure;
 use crate::hash::{cart_fingerprint, shard_of};
 use crate::ids::ReservationId;
 use crate::limits::{
@@ -24,11 +25,10 @@ use crate::request::{validate_stock, Hold, Outcome, Reply, Request, ReservationV
 use crate::shard::{self, ClientMessage, ClientOp, CompletionTarget, Durability, InMemory, PeerMessage, ShardContext};
 use crate::state::{ShardConfig, ShardState};
 use crate::stats::ShardStats;
+use crate::store::DirLock;
 use crossbeam_channel::{Sender, TrySendError};
 use futures::future::join_all;
 use parking_lot::Mutex;
-use crate::durable::Failure;
-use crate::store::DirLock;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -83,7 +83,7 @@ pub struct Engine {
 
 /// What an engine opened on a data directory keeps of it.
 pub(crate) struct StoreHandles {
-    pub failures: Vec<Arc<Failure>>,
+    pub failure: Arc<Failure>,
     pub retain_from_lsn: Vec<Arc<AtomicU64>>,
     pub _lock: Option<DirLock>,
     pub data_dir: PathBuf,
@@ -161,12 +161,12 @@ impl Engine {
         assert!(self.store.set(handles).is_ok(), "a store is attached once");
     }
 
-    /// The first storage failure of any shard. Once set, the engine
-    /// acknowledges nothing more and the process should exit: a failed
-    /// fsync is never retried.
+    /// The first storage failure of any shard. Once set, no shard
+    /// acknowledges anything more (callers hear `storage_failed`, whose
+    /// outcome is unknown) and the process should exit: a failed fsync is
+    /// never retried.
     pub fn failure(&self) -> Option<String> {
-        let store = self.store.get()?;
-        store.failures.iter().find_map(|failure| failure.get().map(str::to_owned))
+        self.store.get()?.failure.get().map(str::to_owned)
     }
 
     /// The data directory, for an engine opened on one.
@@ -181,6 +181,20 @@ impl Engine {
         if let Some(store) = self.store.get() {
             store.retain_from_lsn[shard].store(lsn, Ordering::Relaxed);
         }
+    }
+
+    /// A copy of every shard's state, consistent with everything applied
+    /// before it (for tests and tools: it copies all of each shard).
+    pub async fn capture_states(&self) -> Result<Vec<crate::snapshot::StateImage>, Rejection> {
+        let shards = (0..self.clients.len()).map(|shard| self.send_one(shard, ClientOp::Capture));
+        join_all(shards)
+            .await
+            .into_iter()
+            .map(|outcome| match outcome? {
+                PartReply::Image(image) => Ok(*image),
+                other => unreachable!("a capture answered {other:?}"),
+            })
+            .collect()
     }
 
     /// Writes a snapshot of every shard and returns once all are durable.
@@ -256,7 +270,11 @@ impl Engine {
                 Err(rejection) => outcomes[position] = Some(Err(rejection)),
             }
         }
-        let sent = ops.into_iter().enumerate().filter(|(_, ops)| !ops.is_empty()).map(|(shard, ops)| self.send_many(shard, ops));
+        let sent = ops
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ops)| !ops.is_empty())
+            .map(|(shard, ops)| self.send_many(shard, ops));
         let replies = join_all(sent).await;
         let mut follow_ups = Vec::new();
         for (shard_replies, shard_expects) in replies.into_iter().zip(expects.into_iter().filter(|e| !e.is_empty())) {
@@ -268,13 +286,59 @@ impl Engine {
                 }
             }
         }
-        let read = follow_ups.into_iter().map(|(position, id, reply)| async move {
-            (position, self.finish(Expect::Reservation { id }, reply).await)
-        });
-        for (position, outcome) in join_all(read).await {
+        for (position, outcome) in self.read_other_parts(follow_ups).await {
             outcomes[position] = Some(outcome);
         }
         outcomes.into_iter().map(|outcome| outcome.expect("every request was answered")).collect()
+    }
+
+    /// Completes cross-shard reservation reads of a batch: the other parts
+    /// are read with one message per shard, like the batch itself.
+    async fn read_other_parts(&self, reads: Vec<(usize, ReservationId, PartOutcome)>) -> Vec<(usize, Outcome)> {
+        let shard_count = self.clients.len();
+        let mut ops: Vec<Vec<ClientOp>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let mut owners: Vec<Vec<usize>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let mut views = Vec::with_capacity(reads.len());
+        for (read, (position, id, reply)) in reads.into_iter().enumerate() {
+            let Ok(PartReply::Part(view)) = reply else { unreachable!("only multi-part reads follow up") };
+            for shard in participant_shards(view.participants).filter(|&shard| shard != view.home) {
+                ops[usize::from(shard)].push(ClientOp::Query(Query::GetReservation { id: id.clone() }));
+                owners[usize::from(shard)].push(read);
+            }
+            views.push((position, id, Ok(view)));
+        }
+        let sent = ops
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ops)| !ops.is_empty())
+            .map(|(shard, ops)| self.send_many(shard, ops));
+        let replies = join_all(sent).await;
+        for (shard_replies, shard_owners) in replies.into_iter().zip(owners.into_iter().filter(|o| !o.is_empty())) {
+            for (reply, read) in shard_replies.into_iter().zip(shard_owners) {
+                let view = &mut views[read].2;
+                match (view.as_mut(), reply) {
+                    (Ok(view), Ok(PartReply::Part(part))) => view.lines.extend(part.lines),
+                    (Ok(_), Err(rejection)) => *view = Err(rejection),
+                    (Ok(_), Ok(other)) => unreachable!("a reservation read answered {other:?}"),
+                    (Err(_), _) => {}
+                }
+            }
+        }
+        views
+            .into_iter()
+            .map(|(position, id, view)| {
+                let outcome = view.map(|mut view| {
+                    view.lines.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
+                    Reply::Reservation(ReservationView {
+                        id,
+                        state: view.state,
+                        expires_at_ms: view.expires_at_ms,
+                        lines: view.lines,
+                    })
+                });
+                (position, outcome)
+            })
+            .collect()
     }
 
     /// Checks every shard's invariants by a full scan (a breach panics the
@@ -325,7 +389,9 @@ impl Engine {
                 let (home, op) = self.plan_reserve(request)?;
                 (home, op, Expect::Held)
             }
-            Request::Commit { id } => (self.home_of(&id).into(), ClientOp::Apply(Command::Commit { id }), Expect::Decision),
+            Request::Commit { id } => {
+                (self.home_of(&id).into(), ClientOp::Apply(Command::Commit { id }), Expect::Decision)
+            }
             Request::Release { id } => {
                 (self.home_of(&id).into(), ClientOp::Apply(Command::Release { id }), Expect::Decision)
             }
@@ -393,9 +459,7 @@ impl Engine {
         let Expect::Reservation { id } = expect else {
             return finish_local(expect, outcome);
         };
-        let PartReply::Part(home_view) = outcome? else {
-            unreachable!("a reservation read answers a part")
-        };
+        let PartReply::Part(home_view) = outcome? else { unreachable!("a reservation read answers a part") };
         let PartView { participants, home, state, expires_at_ms, mut lines, .. } = home_view;
         for shard in participant_shards(participants).filter(|&shard| shard != home) {
             match self.send_one(usize::from(shard), ClientOp::Query(Query::GetReservation { id: id.clone() })).await? {
@@ -423,7 +487,9 @@ fn finish_local(expect: Expect, outcome: PartOutcome) -> Outcome {
     let reply = outcome?;
     Ok(match (expect, reply) {
         (Expect::Sku, PartReply::Sku(counts)) => Reply::Sku(counts),
-        (Expect::Held, PartReply::Held { expires_at_ms, replayed, .. }) => Reply::Held(Hold { expires_at_ms, replayed }),
+        (Expect::Held, PartReply::Held { expires_at_ms, replayed, .. }) => {
+            Reply::Held(Hold { expires_at_ms, replayed })
+        }
         (Expect::Decision, PartReply::Committed) => Reply::Committed,
         (Expect::Decision, PartReply::Released) => Reply::Released,
         (Expect::Reservation { id }, PartReply::Part(view)) => {

@@ -24,14 +24,15 @@
 //! - `snapshot`: a shard's state as an image, captured and restored.
 //! - `store`: the data directory (layout, manifest, lock) and its options.
 //! - `recovery`: opening a data directory: replay, reconciliation, start.
+//! - `tools`: what SREs run on a stopped server's data directory.
 //! - `clock`, `hash`: injected time; stable hashing and shard choice.
 #![forbid(unsafe_code)]
 
 mod carts;
 pub mod clock;
 mod codec;
-mod durable;
 pub mod command;
+mod durable;
 mod engine;
 pub mod hash;
 pub mod ids;
@@ -46,14 +47,17 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod tools;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use command::{CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey};
+pub use command::{
+    CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey,
+};
 pub use engine::{Engine, EngineConfig};
 pub use ids::{ReservationId, Sku};
 pub use read_view::{ReadView, SkuCounts};
+pub use recovery::{RecoveryProgress, RecoveryReport, ShardRecovery};
 pub use rejection::Rejection;
 pub use request::{Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
-pub use recovery::{RecoveryProgress, RecoveryReport, ShardRecovery};
 pub use state::{Batch, Notice, ShardConfig, ShardState};
 pub use store::{FsyncPolicy, StoreConfig, StoreError};

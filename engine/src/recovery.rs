@@ -93,7 +93,9 @@ impl Engine {
             writers.push(LogWriter::open(Arc::clone(&storage), &dir, options, replay.tail.clone())?);
         }
         let reconciled = reconcile(&mut replayed, &mut writers, now_ms, store.fsync)?;
-        let failures: Vec<Arc<Failure>> = (0..config.shards).map(|_| Arc::new(Failure::default())).collect();
+        // One failure for the whole engine: after any shard's log fails,
+        // no shard acknowledges anything (the process is expected to stop).
+        let failure = Arc::new(Failure::default());
         let retain: Vec<Arc<AtomicU64>> = (0..config.shards).map(|_| Arc::new(AtomicU64::new(u64::MAX))).collect();
         let reports = replayed.iter().map(|replay| replay.report.clone()).collect();
         let mut states = Vec::with_capacity(config.shards);
@@ -110,12 +112,12 @@ impl Engine {
                 dir: shard_dir(&store.data_dir, shard),
                 fsync: store.fsync,
                 snapshot_every_bytes: store.snapshot_every_bytes,
-                failure: Arc::clone(&failures[shard]),
+                failure: Arc::clone(&failure),
                 retain_from_lsn: Arc::clone(&retain[shard]),
             };
             Box::new(Logged::start(setup, shard as u16, target, stats))
         });
-        engine.attach_store(StoreHandles { failures, retain_from_lsn: retain, _lock: lock, data_dir: store.data_dir });
+        engine.attach_store(StoreHandles { failure, retain_from_lsn: retain, _lock: lock, data_dir: store.data_dir });
         let report = RecoveryReport { shards: reports, reconciled, elapsed: began.elapsed() };
         Ok((engine, report))
     }
@@ -191,7 +193,11 @@ pub(crate) fn replay_shard(
 }
 
 /// The newest snapshot that reads back and restores, as (state, its LSN, its time).
-fn load_snapshot(storage: &dyn Storage, dir: &std::path::Path, shard: u16) -> Result<(ShardState, Option<u64>, u64), StoreError> {
+fn load_snapshot(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    shard: u16,
+) -> Result<(ShardState, Option<u64>, u64), StoreError> {
     let snapshots = list_snapshots(storage, dir)?;
     let Some(newest) = snapshots.first() else {
         return Ok((ShardState::new(ShardConfig { shard }), None, 0));
@@ -214,7 +220,12 @@ fn load_snapshot(storage: &dyn Storage, dir: &std::path::Path, shard: u16) -> Re
 
 /// Finishes or aborts every held part away from home (see the module
 /// comment); logs and syncs those commands. Returns how many there were.
-fn reconcile(replayed: &mut [Replayed], writers: &mut [LogWriter], now_ms: u64, fsync: FsyncPolicy) -> Result<usize, StoreError> {
+fn reconcile(
+    replayed: &mut [Replayed],
+    writers: &mut [LogWriter],
+    now_ms: u64,
+    fsync: FsyncPolicy,
+) -> Result<usize, StoreError> {
     let shard_count = replayed.len();
     let mut commands: Vec<Vec<Command>> = (0..shard_count).map(|_| Vec::new()).collect();
     for (shard, replay) in replayed.iter().enumerate() {
@@ -248,7 +259,9 @@ fn reconcile(replayed: &mut [Replayed], writers: &mut [LogWriter], now_ms: u64, 
         replay.state.discard_notices();
         let point = writer.write()?;
         match fsync {
-            FsyncPolicy::Always => point.sync().map_err(|e| WalError::io("fsync", &replay.report.shard_dir_hint(), e))?,
+            FsyncPolicy::Always => {
+                point.sync().map_err(|e| WalError::io("fsync", &replay.report.shard_dir_hint(), e))?
+            }
             FsyncPolicy::Never => point.mark_durable_without_sync(),
         }
         count += commands.len();

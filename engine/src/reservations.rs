@@ -143,7 +143,8 @@ impl Reservations {
             return None;
         }
         self.timers.pop();
-        let real = self.slab.get(slot as usize).and_then(Option::as_ref).is_some_and(|record| record.timer() == Some(key));
+        let real =
+            self.slab.get(slot as usize).and_then(Option::as_ref).is_some_and(|record| record.timer() == Some(key));
         Some((key, real.then_some(slot)))
     }
 

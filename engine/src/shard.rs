@@ -14,7 +14,7 @@
 
 use crate::carts::{CartRequest, Carts};
 use crate::clock::Clock;
-use crate::command::{CartLine, Command, PartOutcome, Query, ReservePart};
+use crate::command::{CartLine, Command, PartOutcome, PartReply, Query, ReservePart};
 use crate::ids::ReservationId;
 use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts};
@@ -32,17 +32,30 @@ pub(crate) enum ClientOp {
     /// SetStock, AdjustStock, Commit, Release.
     Apply(Command),
     /// A cart whose every line lives on its home shard.
-    ReserveLocal { id: ReservationId, fingerprint: u128, lines: Vec<CartLine>, ttl_ms: u64 },
+    ReserveLocal {
+        id: ReservationId,
+        fingerprint: u128,
+        lines: Vec<CartLine>,
+        ttl_ms: u64,
+    },
     /// A cart with lines on other shards, sent to its home.
     ReserveCart(CartRequest),
     Query(Query),
     /// Write a snapshot of the shard now (answered once it is durable).
     Snapshot,
+    /// Copy the shard's whole state (answered with an image).
+    Capture,
 }
 
 pub(crate) enum ClientMessage {
-    One { op: ClientOp, reply: oneshot::Sender<PartOutcome> },
-    Many { ops: Vec<ClientOp>, reply: oneshot::Sender<Vec<PartOutcome>> },
+    One {
+        op: ClientOp,
+        reply: oneshot::Sender<PartOutcome>,
+    },
+    Many {
+        ops: Vec<ClientOp>,
+        reply: oneshot::Sender<Vec<PartOutcome>>,
+    },
     /// Finish what is queued, then exit.
     Stop,
 }
@@ -75,7 +88,10 @@ pub(crate) enum PeerMessage {
 pub(crate) enum Waiter {
     One(oneshot::Sender<PartOutcome>),
     /// Position `position` of the `Many` reply `reply` in `ManyReplies`.
-    Many { reply: usize, position: usize },
+    Many {
+        reply: usize,
+        position: usize,
+    },
 }
 
 /// `Many` replies with outcomes still to come (a cart in progress).
@@ -274,6 +290,7 @@ pub(crate) struct Turn<'t, 's> {
     done: &'t mut Completion,
     many: &'t mut ManyReplies,
     snapshot_waiters: &'t mut Vec<oneshot::Sender<PartOutcome>>,
+    capture_waiters: &'t mut Vec<oneshot::Sender<PartOutcome>>,
 }
 
 impl Turn<'_, '_> {
@@ -327,6 +344,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
     let mut clients: Vec<ClientMessage> = Vec::new();
     let mut peers: Vec<PeerMessage> = Vec::new();
     let mut snapshot_waiters = Vec::new();
+    let mut capture_waiters = Vec::new();
     let mut now_ms = now_ms_floor;
     let mut stopping = false;
     loop {
@@ -353,6 +371,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                 done: &mut done,
                 many: &mut many,
                 snapshot_waiters: &mut snapshot_waiters,
+                capture_waiters: &mut capture_waiters,
             };
             if failure.is_none() {
                 if let Some(tick) = turn.batch.tick(now_ms, TICK_EVENTS_MAX) {
@@ -372,12 +391,21 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                     (message, None) => handle_client(&mut turn, &mut carts, message),
                 }
             }
-            if stopping {
+            // Stopping, or the log failed: nobody may wait for an answer that
+            // will never come (after a failure, every answer of this batch
+            // becomes `storage_failed`).
+            if stopping || failure.is_some() {
                 carts.abandon(&mut turn);
                 turn.many.abandon(turn.done);
             }
         }
         state.take_published(&mut done.published);
+        if !capture_waiters.is_empty() {
+            let image = state.capture(durability.last_lsn().unwrap_or(0), now_ms);
+            for reply in capture_waiters.drain(..) {
+                done.one_replies.push((reply, Ok(PartReply::Image(Box::new(image.clone())))));
+            }
+        }
         if !snapshot_waiters.is_empty() || durability.wants_snapshot() {
             take_snapshot(&state, durability.as_ref(), now_ms, &mut snapshot_waiters, &mut done);
         }
@@ -469,9 +497,10 @@ fn handle_op(turn: &mut Turn<'_, '_>, carts: &mut Carts, op: ClientOp, waiter: W
             let outcome = turn.batch.query(&query);
             turn.answer(waiter, outcome);
         }
-        ClientOp::Snapshot => match waiter {
-            Waiter::One(reply) => turn.snapshot_waiters.push(reply),
-            waiter => turn.answer(waiter, Err(Rejection::StorageFailed { reason: "snapshots are not batched".into() })),
+        ClientOp::Snapshot | ClientOp::Capture => match waiter {
+            Waiter::One(reply) if matches!(op, ClientOp::Snapshot) => turn.snapshot_waiters.push(reply),
+            Waiter::One(reply) => turn.capture_waiters.push(reply),
+            Waiter::Many { .. } => unreachable!("snapshots and captures are sent one per shard"),
         },
     }
     None
@@ -487,7 +516,8 @@ fn take_snapshot(
 ) {
     let Some(lsn) = durability.last_lsn() else {
         for reply in waiters.drain(..) {
-            let _ = reply.send(Err(Rejection::StorageFailed { reason: "the engine runs without a data directory".into() }));
+            let _ =
+                reply.send(Err(Rejection::StorageFailed { reason: "the engine runs without a data directory".into() }));
         }
         return;
     };
@@ -515,7 +545,10 @@ fn handle_peer(turn: &mut Turn<'_, '_>, carts: &mut Carts, message: PeerMessage)
 
 fn follow_id(command: &Command) -> &ReservationId {
     match command {
-        Command::CommitPart { id } | Command::ReleasePart { id } | Command::ExpirePart { id } | Command::Abort { id, .. } => id,
+        Command::CommitPart { id }
+        | Command::ReleasePart { id }
+        | Command::ExpirePart { id }
+        | Command::Abort { id, .. } => id,
         other => unreachable!("not a command home sends a part: {other:?}"),
     }
 }

@@ -126,7 +126,9 @@ impl ShardState {
         let shard = image.shard.to_native();
         let key_ends: Vec<u32> = image.key_ends.iter().map(|end| end.to_native()).collect();
         let key_bytes = image.key_bytes.as_slice().to_vec();
-        if key_ends.windows(2).any(|pair| pair[0] > pair[1]) || key_ends.last().is_some_and(|&end| end as usize != key_bytes.len()) {
+        if key_ends.windows(2).any(|pair| pair[0] > pair[1])
+            || key_ends.last().is_some_and(|&end| end as usize != key_bytes.len())
+        {
             return Err("the SKU key arena is inconsistent".into());
         }
         let counts: Vec<SkuCounts> = image
@@ -151,7 +153,11 @@ impl ShardState {
     }
 }
 
-fn restore_reservation(record: &ArchivedReservationImage, lines: &[ArchivedLineImage], skus: usize) -> Result<Reservation, String> {
+fn restore_reservation(
+    record: &ArchivedReservationImage,
+    lines: &[ArchivedLineImage],
+    skus: usize,
+) -> Result<Reservation, String> {
     let start = record.lines_start.to_native() as usize;
     let end = start + record.lines_len.to_native() as usize;
     let lines = lines.get(start..end).ok_or("a reservation's lines lie outside the line array")?;
@@ -160,7 +166,8 @@ fn restore_reservation(record: &ArchivedReservationImage, lines: &[ArchivedLineI
     if lines.iter().any(|line| line.slot as usize >= skus) {
         return Err("a reservation names a SKU slot that does not exist".into());
     }
-    let id = ReservationId::new(record.id.as_str()).map_err(|_| format!("invalid reservation id {:?}", record.id.as_str()))?;
+    let id = ReservationId::new(record.id.as_str())
+        .map_err(|_| format!("invalid reservation id {:?}", record.id.as_str()))?;
     let timer_due_ms = record.timer_due_ms.to_native();
     Ok(Reservation {
         id,
@@ -204,5 +211,6 @@ impl StateImage {
 
 /// Reads a snapshot payload in place.
 pub(crate) fn access(payload: &[u8]) -> Result<&ArchivedStateImage, String> {
-    rkyv::access::<ArchivedStateImage, rkyv::rancor::BoxedError>(payload).map_err(|error| format!("undecodable snapshot: {error}"))
+    rkyv::access::<ArchivedStateImage, rkyv::rancor::BoxedError>(payload)
+        .map_err(|error| format!("undecodable snapshot: {error}"))
 }

@@ -15,7 +15,9 @@
 //! turns them into messages once the batch is durable; replay ignores them
 //! (recovery reconciles parts instead, see `recovery`).
 
-use crate::command::{CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey};
+use crate::command::{
+    CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey,
+};
 use crate::ids::{ReservationId, Sku};
 use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts, SkuIndex};
@@ -128,7 +130,12 @@ impl ShardState {
 
     /// A state rebuilt from a snapshot's parts; every SKU is marked changed,
     /// so the first publish shows them all.
-    pub(crate) fn from_parts(config: ShardConfig, index: SkuIndex, counts: Vec<SkuCounts>, reservations: Reservations) -> ShardState {
+    pub(crate) fn from_parts(
+        config: ShardConfig,
+        index: SkuIndex,
+        counts: Vec<SkuCounts>,
+        reservations: Reservations,
+    ) -> ShardState {
         assert_eq!(index.len(), counts.len(), "a count per SKU");
         let slots = counts.len();
         let mut dirty_bits = vec![u64::MAX; slots.div_ceil(64)];
@@ -523,7 +530,10 @@ impl Batch<'_> {
         let lines = record
             .lines
             .iter()
-            .map(|line| CartLine { sku: Sku::new(index.key(line.slot)).expect("stored keys were validated"), qty: line.qty })
+            .map(|line| CartLine {
+                sku: Sku::new(index.key(line.slot)).expect("stored keys were validated"),
+                qty: line.qty,
+            })
             .collect();
         Ok(PartReply::Part(PartView {
             fingerprint: record.fingerprint,
@@ -549,7 +559,10 @@ impl Batch<'_> {
                     held[line.slot as usize] += u64::from(line.qty);
                 }
                 let expected = (record.home == me).then_some(record.expires_at_ms);
-                assert_eq!(record.timer_due_ms, expected, "a hold's timer is its deadline at home, none away: {record:?}");
+                assert_eq!(
+                    record.timer_due_ms, expected,
+                    "a hold's timer is its deadline at home, none away: {record:?}"
+                );
             } else {
                 assert_eq!(record.timer_due_ms, Some(record.forget_at_ms), "finished records wait to be forgotten");
             }

@@ -17,7 +17,11 @@ pub const HISTOGRAM_BUCKETS: usize = 40;
 
 impl Default for Histogram {
     fn default() -> Histogram {
-        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 }
 

@@ -133,7 +133,12 @@ pub(crate) struct DirLock {
 impl DirLock {
     pub(crate) fn acquire(data_dir: &Path) -> Result<DirLock, StoreError> {
         let path = data_dir.join("LOCK");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| WalError::io("open", &path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| WalError::io("open", &path, e))?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(|_| StoreError::Locked { path: data_dir.to_path_buf() })?;
         Ok(DirLock { _file: file })

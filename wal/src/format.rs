@@ -158,12 +158,20 @@ pub enum Frame<'a> {
 pub fn read_frame(bytes: &[u8], at: usize) -> Frame<'_> {
     debug_assert_eq!(at % RECORD_ALIGN, 0);
     if at + RECORD_HEADER_LEN > bytes.len() {
-        return if bytes[at.min(bytes.len())..].iter().all(|&b| b == 0) { Frame::End } else { Frame::Invalid("truncated header") };
+        return if bytes[at.min(bytes.len())..].iter().all(|&b| b == 0) {
+            Frame::End
+        } else {
+            Frame::Invalid("truncated header")
+        };
     }
     let header = &bytes[at..at + RECORD_HEADER_LEN];
     let payload_len = u32_at(header, 0) as usize;
     if payload_len == 0 {
-        return if header.iter().all(|&b| b == 0) { Frame::End } else { Frame::Invalid("zero length with a non-zero header") };
+        return if header.iter().all(|&b| b == 0) {
+            Frame::End
+        } else {
+            Frame::Invalid("zero length with a non-zero header")
+        };
     }
     if payload_len > RECORD_PAYLOAD_MAX {
         return Frame::Invalid("length out of range");

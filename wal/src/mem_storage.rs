@@ -264,10 +264,6 @@ impl StorageFile for MemFile {
         self.written.lock().resize(len as usize, 0);
         Ok(())
     }
-
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.written.lock().len() as u64)
-    }
 }
 
 #[cfg(test)]

@@ -69,8 +69,13 @@ pub fn scan(
     mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<ScanOutcome, WalError> {
     let segments = list_segments(storage, dir)?;
-    let mut outcome =
-        ScanOutcome { tail: LogTail { next_lsn: after_lsn + 1, segment: None }, torn: None, discarded: None, records: 0, segments: 0 };
+    let mut outcome = ScanOutcome {
+        tail: LogTail { next_lsn: after_lsn + 1, segment: None },
+        torn: None,
+        discarded: None,
+        records: 0,
+        segments: 0,
+    };
     // The LSN the next record must carry, following the segments in order.
     let mut chain_next = 0;
     for (index, segment) in segments.iter().enumerate() {
@@ -86,14 +91,24 @@ pub fn scan(
             Err(reason) => return Err(corrupt(0, reason)),
         };
         if header.shard != shard || header.first_lsn != segment.first_lsn {
-            let reason = format!("header says shard {} from LSN {}, file name and place disagree", header.shard, header.first_lsn);
+            let reason = format!(
+                "header says shard {} from LSN {}, file name and place disagree",
+                header.shard, header.first_lsn
+            );
             return Err(corrupt(0, reason));
         }
         if index > 0 && header.first_lsn != chain_next {
-            return Err(corrupt(0, format!("segment begins at LSN {}, the log continues at {chain_next}", header.first_lsn)));
+            return Err(corrupt(
+                0,
+                format!("segment begins at LSN {}, the log continues at {chain_next}", header.first_lsn),
+            ));
         }
         if index == 0 && header.first_lsn > after_lsn + 1 {
-            let reason = format!("records {}..{} are missing (the oldest segment begins later)", after_lsn + 1, header.first_lsn);
+            let reason = format!(
+                "records {}..{} are missing (the oldest segment begins later)",
+                after_lsn + 1,
+                header.first_lsn
+            );
             return Err(corrupt(0, reason));
         }
         outcome.segments += 1;
@@ -116,7 +131,10 @@ pub fn scan(
                         _ => "LSN out of sequence",
                     };
                     if !last || durable_frame_after(&bytes, at + RECORD_ALIGN, next_lsn) {
-                        return Err(corrupt(at as u64, format!("{reason} (record {next_lsn}, which had been durable)")));
+                        return Err(corrupt(
+                            at as u64,
+                            format!("{reason} (record {next_lsn}, which had been durable)"),
+                        ));
                     }
                     outcome.torn = Some((segment.path.clone(), at as u64, reason));
                     break;
@@ -299,7 +317,7 @@ mod tests {
         let mut at = SEGMENT_HEADER_LEN;
         loop {
             match read_frame(bytes, at) {
-                Frame::Record { lsn, next, .. } if lsn == wanted => return at,
+                Frame::Record { lsn, .. } if lsn == wanted => return at,
                 Frame::Record { next, .. } => at = next,
                 other => panic!("record {wanted} not found: {other:?}"),
             }

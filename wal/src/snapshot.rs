@@ -2,7 +2,10 @@
 //! (temp file, fsync, rename, fsync of the directory), so a reader only
 //! ever finds complete, checksummed snapshots under their final name.
 
-use crate::format::{decode_snapshot, encode_snapshot_header, parse_snapshot_file_name, snapshot_file_name, SnapshotHeader, SNAPSHOT_HEADER_LEN};
+use crate::format::{
+    decode_snapshot, encode_snapshot_header, parse_snapshot_file_name, snapshot_file_name, SnapshotHeader,
+    SNAPSHOT_HEADER_LEN,
+};
 use crate::storage::{AlignedBytes, Storage};
 use crate::WalError;
 use std::path::{Path, PathBuf};
@@ -20,14 +23,22 @@ pub fn list_snapshots(storage: &dyn Storage, dir: &Path) -> Result<Vec<SnapshotF
         return Ok(Vec::new());
     }
     let names = storage.list(dir).map_err(|e| WalError::io("list", dir, e))?;
-    let mut snapshots: Vec<SnapshotFile> =
-        names.iter().filter_map(|name| Some(SnapshotFile { path: dir.join(name), lsn: parse_snapshot_file_name(name)? })).collect();
+    let mut snapshots: Vec<SnapshotFile> = names
+        .iter()
+        .filter_map(|name| Some(SnapshotFile { path: dir.join(name), lsn: parse_snapshot_file_name(name)? }))
+        .collect();
     snapshots.sort_by_key(|snapshot| std::cmp::Reverse(snapshot.lsn));
     Ok(snapshots)
 }
 
 /// Writes `payload` as the snapshot of `shard` at `lsn`, durably.
-pub fn write_snapshot(storage: &dyn Storage, dir: &Path, shard: u16, lsn: u64, payload: &[u8]) -> Result<PathBuf, WalError> {
+pub fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    shard: u16,
+    lsn: u64,
+    payload: &[u8],
+) -> Result<PathBuf, WalError> {
     let path = dir.join(snapshot_file_name(lsn));
     let temp = dir.join(format!("{}.tmp", snapshot_file_name(lsn)));
     if storage.exists(&temp) {
@@ -58,7 +69,8 @@ impl LoadedSnapshot {
 
 pub fn read_snapshot(storage: &dyn Storage, path: &Path) -> Result<LoadedSnapshot, WalError> {
     let bytes = storage.read(path).map_err(|e| WalError::io("read", path, e))?;
-    let header = decode_snapshot(&bytes).map_err(|reason| WalError::Corrupt { path: path.to_path_buf(), offset: 0, reason })?.0;
+    let header =
+        decode_snapshot(&bytes).map_err(|reason| WalError::Corrupt { path: path.to_path_buf(), offset: 0, reason })?.0;
     Ok(LoadedSnapshot { header, bytes })
 }
 

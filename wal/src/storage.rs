@@ -40,7 +40,6 @@ pub trait StorageFile: Send + Sync {
     /// Makes the file exactly `len` bytes with its blocks allocated: bytes
     /// past `len` are dropped and new space reads as zeros.
     fn set_len_allocated(&self, len: u64) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
 }
 
 /// The real filesystem.
@@ -120,9 +119,5 @@ impl StorageFile for FsFile {
             rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::empty(), 0, len)?;
         }
         Ok(())
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
     }
 }

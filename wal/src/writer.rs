@@ -15,7 +15,9 @@
 //! dirty pages it could not write, so a retry that "succeeds" proves
 //! nothing).
 
-use crate::format::{encode_segment_header, record_len, seal_record, segment_file_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{
+    encode_segment_header, record_len, seal_record, segment_file_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
 use crate::storage::{AlignedBytes, Storage, StorageFile};
 use crate::WalError;
 use std::path::{Path, PathBuf};
@@ -102,7 +104,12 @@ impl LogWriter {
     /// Continues the log recovery found (`tail`), or starts one in an empty
     /// directory. A continued segment has everything past its last valid
     /// record cut away first (a torn tail, or unacknowledged leftovers).
-    pub fn open(storage: Arc<dyn Storage>, dir: &Path, options: LogOptions, tail: LogTail) -> Result<LogWriter, WalError> {
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: LogOptions,
+        tail: LogTail,
+    ) -> Result<LogWriter, WalError> {
         assert!(options.segment_bytes_max >= SEGMENT_BYTES_MIN, "segments of at least 1 MiB");
         storage.create_dir_all(dir).map_err(|e| WalError::io("create", dir, e))?;
         let mut writer = LogWriter {
@@ -125,7 +132,8 @@ impl LogWriter {
                 let file = writer.storage.open(&path).map_err(|e| WalError::io("open", &path, e))?;
                 // Everything past the last valid record is garbage or unacknowledged.
                 file.set_len_allocated(end).map_err(|e| WalError::io("truncate", &path, e))?;
-                file.set_len_allocated(options.segment_bytes_max.max(end)).map_err(|e| WalError::io("preallocate", &path, e))?;
+                file.set_len_allocated(options.segment_bytes_max.max(end))
+                    .map_err(|e| WalError::io("preallocate", &path, e))?;
                 file.sync_data().map_err(|e| WalError::io("fsync", &path, e))?;
                 writer.segment = Some(file);
                 writer.segment_end = end;

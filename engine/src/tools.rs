@@ -1,0 +1,196 @@
+//! What an SRE runs against the data directory of a stopped server (the
+//! `stockd wal ...` commands print what these return). Everything here
+//! reads; only `replay_into` writes, and only into a new directory.
+
+use crate::codec;
+use crate::command::Command;
+use crate::recovery::{replay_shard, RecoveryProgress, ShardRecovery};
+use crate::snapshot::StateImage;
+use crate::state::{ShardConfig, ShardState};
+use crate::store::{check_manifest, recorded_shards, shard_dir, StoreError};
+use std::path::{Path, PathBuf};
+use stockd_wal::{list_segments, list_snapshots, read_snapshot, scan, Storage, WalError};
+
+/// The shard count a data directory was created with.
+pub fn shard_count(storage: &dyn Storage, data_dir: &Path) -> Result<usize, StoreError> {
+    recorded_shards(storage, data_dir)?.ok_or_else(|| StoreError::Manifest {
+        path: data_dir.to_path_buf(),
+        reason: "not a stockd data directory (no manifest)".into(),
+    })
+}
+
+/// One shard's health, as `verify` found it.
+#[derive(Debug)]
+pub struct ShardCheck {
+    pub shard: u16,
+    /// What replay found (present when the shard recovers).
+    pub recovered: Option<ShardRecovery>,
+    /// Why the shard cannot be recovered.
+    pub error: Option<StoreError>,
+}
+
+/// Loads every shard's newest snapshot and replays its log, exactly as a
+/// start would, without changing anything. A torn tail is reported (start
+/// cuts it); corruption is an error naming the file and offset.
+pub fn verify(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<ShardCheck>, StoreError> {
+    let shards = shard_count(storage, data_dir)?;
+    let progress = RecoveryProgress::default();
+    Ok((0..shards as u16)
+        .map(|shard| match replay_shard(storage, data_dir, shard, &progress) {
+            Ok(replayed) => ShardCheck { shard, recovered: Some(replayed.report), error: None },
+            Err(error) => ShardCheck { shard, recovered: None, error: Some(error) },
+        })
+        .collect())
+}
+
+/// Every shard's state as a start would recover it (before cross-shard
+/// parts are reconciled), without changing anything.
+pub fn load_states(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<StateImage>, StoreError> {
+    let shards = shard_count(storage, data_dir)?;
+    let progress = RecoveryProgress::default();
+    (0..shards as u16)
+        .map(|shard| {
+            let replayed = replay_shard(storage, data_dir, shard, &progress)?;
+            Ok(replayed.state.capture(replayed.tail.next_lsn - 1, replayed.now_ms))
+        })
+        .collect()
+}
+
+/// One record of a shard's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRecord {
+    pub shard: u16,
+    pub lsn: u64,
+    /// The shard's time when the command was applied.
+    pub now_ms: u64,
+    pub command: Command,
+}
+
+/// Visits every record of `shard`'s log after `after_lsn`, in order (the
+/// records a snapshot already covers may be gone).
+pub fn read_log(
+    storage: &dyn Storage,
+    data_dir: &Path,
+    shard: u16,
+    after_lsn: u64,
+    mut each: impl FnMut(LoggedRecord),
+) -> Result<stockd_wal::ScanOutcome, StoreError> {
+    let dir = shard_dir(data_dir, usize::from(shard));
+    let oldest = list_segments(storage, &dir)?.first().map_or(after_lsn, |segment| segment.first_lsn.saturating_sub(1));
+    Ok(scan(storage, &dir, shard, after_lsn.max(oldest), |lsn, payload| {
+        let (now_ms, command) = codec::decode(payload)?;
+        each(LoggedRecord { shard, lsn, now_ms, command });
+        Ok(())
+    })?)
+}
+
+/// The newest snapshot of each shard: (shard, path, LSN, bytes).
+pub fn snapshots(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<(u16, PathBuf, u64, u64)>, StoreError> {
+    let shards = shard_count(storage, data_dir)?;
+    let mut found = Vec::new();
+    for shard in 0..shards {
+        let dir = shard_dir(data_dir, shard);
+        if let Some(newest) = list_snapshots(storage, &dir)?.into_iter().next() {
+            let len = storage.read(&newest.path).map_err(|e| WalError::io("read", &newest.path, e))?.len() as u64;
+            found.push((shard as u16, newest.path, newest.lsn, len));
+        }
+    }
+    Ok(found)
+}
+
+/// Where a point-in-time replay stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayBound {
+    /// Every record (of each shard).
+    End,
+    /// Records with an LSN up to this, in every shard's own numbering.
+    Lsn(u64),
+    /// Records applied at or before this shard time (ms since the epoch):
+    /// a consistent cut across shards.
+    TimeMs(u64),
+}
+
+/// Replays `source` up to `bound` into the new directory `target`, as one
+/// snapshot per shard with an empty log after it. Starting a server on
+/// `target` then reconciles any cart the cut split across shards. Returns,
+/// per shard, the LSN it stopped at.
+pub fn replay_into(
+    storage: &dyn Storage,
+    source: &Path,
+    target: &Path,
+    bound: ReplayBound,
+) -> Result<Vec<u64>, StoreError> {
+    let shards = shard_count(storage, source)?;
+    if storage.exists(target) && !storage.list(target).map_err(|e| WalError::io("list", target, e))?.is_empty() {
+        return Err(StoreError::Manifest {
+            path: target.to_path_buf(),
+            reason: "the target directory must be new or empty".into(),
+        });
+    }
+    storage.create_dir_all(target).map_err(|e| WalError::io("create", target, e))?;
+    check_manifest(storage, target, shards)?;
+    let mut stopped_at = Vec::with_capacity(shards);
+    for shard in 0..shards as u16 {
+        let (state, lsn, now_ms) = replay_bounded(storage, source, shard, bound)?;
+        let image = state.capture(lsn, now_ms);
+        let bytes = image.to_bytes().map_err(|reason| StoreError::Snapshot { path: target.to_path_buf(), reason })?;
+        let dir = shard_dir(target, usize::from(shard));
+        storage.create_dir_all(&dir).map_err(|e| WalError::io("create", &dir, e))?;
+        storage.sync_dir(target).map_err(|e| WalError::io("fsync directory", target, e))?;
+        stockd_wal::write_snapshot(storage, &dir, shard, lsn, &bytes)?;
+        stopped_at.push(lsn);
+    }
+    Ok(stopped_at)
+}
+
+/// One shard's state after its snapshot and the records within `bound`:
+/// (state, last LSN applied, its time).
+fn replay_bounded(
+    storage: &dyn Storage,
+    data_dir: &Path,
+    shard: u16,
+    bound: ReplayBound,
+) -> Result<(ShardState, u64, u64), StoreError> {
+    let dir = shard_dir(data_dir, usize::from(shard));
+    let (mut state, mut lsn, mut now_ms) = match list_snapshots(storage, &dir)?.into_iter().next() {
+        Some(newest) => {
+            let loaded = read_snapshot(storage, &newest.path)?;
+            let image = crate::snapshot::access(loaded.payload())
+                .map_err(|reason| StoreError::Snapshot { path: newest.path.clone(), reason })?;
+            let within = match bound {
+                ReplayBound::End => true,
+                ReplayBound::Lsn(limit) => newest.lsn <= limit,
+                ReplayBound::TimeMs(limit) => image.now_ms.to_native() <= limit,
+            };
+            if !within {
+                let reason = "the newest snapshot is past the requested point; older history is no longer kept".into();
+                return Err(StoreError::Snapshot { path: newest.path, reason });
+            }
+            let now_ms = image.now_ms.to_native();
+            let state = ShardState::restore(image)
+                .map_err(|reason| StoreError::Snapshot { path: newest.path.clone(), reason })?;
+            (state, newest.lsn, now_ms)
+        }
+        None => (ShardState::new(ShardConfig { shard }), 0, 0),
+    };
+    {
+        let mut batch = state.batch();
+        scan(storage, &dir, shard, lsn, |record_lsn, payload| {
+            let (at_ms, command) = codec::decode(payload)?;
+            let within = match bound {
+                ReplayBound::End => true,
+                ReplayBound::Lsn(limit) => record_lsn <= limit,
+                ReplayBound::TimeMs(limit) => at_ms <= limit,
+            };
+            // Records are in LSN and time order: once one is past, all are.
+            if within && record_lsn == lsn + 1 {
+                let _ = batch.apply(&command, at_ms);
+                lsn = record_lsn;
+                now_ms = at_ms;
+            }
+            Ok(())
+        })?;
+    }
+    state.discard_notices();
+    Ok((state, lsn, now_ms))
+}

@@ -1,0 +1,95 @@
+//! Injected I/O faults through the fault-injecting storage: a failing
+//! fsync or write poisons the log; from the moment the failure is known no
+//! request is acknowledged (every shard answers `storage_failed`, nobody is
+//! left waiting); after a power cut the restart recovers the durable
+//! prefix, which holds everything that was acknowledged.
+
+mod common;
+
+use common::{adjust, shop, stock_up, verify, Knowledge, Rng, Stopped};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use stockd_engine::{Engine, EngineConfig, Rejection, Request, Sku, StoreConfig, SystemClock};
+use stockd_wal::MemStorage;
+
+const WORKERS: u64 = 4;
+/// Acknowledgements before the fault is injected.
+const ACKS_BEFORE_FAULT: u64 = 300;
+
+fn open(storage: &Arc<MemStorage>) -> Engine {
+    let store = StoreConfig {
+        storage: storage.clone(),
+        lock: false,
+        segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN,
+        snapshot_every_bytes: 128 << 10,
+        ..StoreConfig::new("/data")
+    };
+    let config = EngineConfig { shards: 3, ..EngineConfig::default() };
+    Engine::open(config, store, Arc::new(SystemClock), &Default::default()).expect("recovers").0
+}
+
+fn fault_then_crash(inject: impl FnOnce(&MemStorage)) {
+    let storage = MemStorage::new();
+    let engine = Arc::new(open(&storage));
+    stock_up(&engine);
+    let knowledge = Arc::new(Mutex::new(Knowledge::default()));
+    let acks = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..=WORKERS)
+        .map(|worker| {
+            let (engine, knowledge, acks) = (Arc::clone(&engine), Arc::clone(&knowledge), Arc::clone(&acks));
+            std::thread::spawn(move || {
+                // Whether the failure was already known when the request now
+                // in flight was submitted (each TRY precedes its submission).
+                let mut failed_at_submit = false;
+                let mut report = |line: String| {
+                    if line.starts_with("TRY ") {
+                        failed_at_submit = engine.failure().is_some();
+                    }
+                    assert!(!(failed_at_submit && line.starts_with("ACK ")), "acknowledged after the failure: {line}");
+                    acks.fetch_add(u64::from(line.starts_with("ACK ")), Ordering::SeqCst);
+                    knowledge.lock().unwrap().learn(&line);
+                };
+                let mut rng = Rng(0x5eed ^ worker);
+                let stopped = if worker == WORKERS {
+                    adjust(&engine, 1_000_000, &mut report)
+                } else {
+                    shop(&engine, &format!("w{worker}"), &mut rng, 1_000_000, &mut report)
+                };
+                assert!(matches!(stopped, Err(Stopped::StorageFailed)), "every worker ran into the failure");
+            })
+        })
+        .collect();
+    // Bounded: the workers acknowledge hundreds of requests per millisecond.
+    for _ in 0..100_000_000u64 {
+        if acks.load(Ordering::SeqCst) >= ACKS_BEFORE_FAULT {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(acks.load(Ordering::SeqCst) >= ACKS_BEFORE_FAULT, "the load got going");
+    inject(&storage);
+    for worker in workers {
+        worker.join().expect("a worker panicked");
+    }
+    let failure = engine.failure().expect("the failure is reported");
+    assert!(failure.contains("injected"), "{failure}");
+    let after = engine.submit_blocking(Request::GetSku { sku: Sku::new("sku-1").unwrap() });
+    assert!(matches!(after, Err(Rejection::StorageFailed { .. })), "still refusing: {after:?}");
+    drop(engine);
+
+    storage.crash();
+    let engine = open(&storage);
+    let knowledge = knowledge.lock().unwrap();
+    assert!(knowledge.acknowledged_holds() > 0);
+    verify(&engine, &knowledge, "after the fault and a power cut");
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_and_recovery_keeps_every_acknowledged_answer() {
+    fault_then_crash(|storage| storage.fail_sync_after(1));
+}
+
+#[test]
+fn a_failed_write_poisons_the_log_and_recovery_keeps_every_acknowledged_answer() {
+    fault_then_crash(|storage| storage.fail_write_after(1));
+}
