@@ -13,7 +13,7 @@
 //! - `request`: the public `Request` / `Reply` vocabulary and its validation.
 //! - `command`: the per-shard `Command` the state machine applies and logs.
 //! - `state`: one shard's state and `apply(state, command, now)`.
-//! - `reservations`: reservation records, id index, deadline timers.
+//! - `reservations`: reservation records; `id_index` and `timers` index them.
 //! - `carts`: the cross-shard cart protocol, run by each cart's home shard.
 //! - `read_view`: the SKU index and published counts readers use.
 //! - `shard`: the shard thread's batch loop and its durability seam.
@@ -35,6 +35,7 @@ pub mod command;
 mod durable;
 mod engine;
 pub mod hash;
+mod id_index;
 pub mod ids;
 pub mod limits;
 pub mod read_view;
@@ -47,6 +48,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod store;
+mod timers;
 pub mod tools;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -32,8 +32,9 @@ pub const SHARDS_MAX: usize = 64;
 pub const QUEUE_LEN_MAX_DEFAULT: usize = 4_096;
 /// Default number of commands a shard applies between two publishes.
 pub const BATCH_LEN_MAX_DEFAULT: usize = 8_192;
-/// Most timer events (expiries and forgets) one tick handles, so a mass
-/// expiry never stalls a shard: the rest waits for the next loop turn.
+/// Timer events (expiries and forgets) one tick handles on top of two per
+/// op in the turn's batch, so a mass expiry never stalls a shard (the rest
+/// waits for the next loop turn) while forgets keep pace with new holds.
 pub const TICK_EVENTS_MAX: usize = 1_024;
 /// How long an idle shard sleeps before it ticks on its own.
 pub const IDLE_TICK_MS: u64 = 10;

@@ -1,22 +1,21 @@
-//! One shard's reservations: a slab of records, an id index, and a
-//! deadline-ordered timer heap, so that due timers are found without
-//! scanning every reservation.
+//! One shard's reservations: a slab of records, an id index (`id_index`),
+//! and deadline-ordered timers (`timers`), so that due timers are found
+//! without scanning every reservation.
 //!
 //! Each record has at most one pending timer, named by its `TimerKey`: a
 //! held home part's deadline; a finished record's forget time. A held part
 //! away from home has none: only its home expires it. Re-arming leaves the
 //! old heap entry behind; it is recognised as stale on pop (the record's
 //! current key differs), so nothing is ever removed from the middle of the
-//! heap, and which timers are *real* depends only on the records, never on
-//! the heap's history. That is what makes a logged `Tick { up_to }` replay
+//! timers, and which timers are *real* depends only on the records, never
+//! on the timers' history. That is what makes a logged `Tick { up_to }` replay
 //! exactly.
 
 use crate::command::{ReservationState, TimerKey};
+use crate::id_index::IdIndex;
 use crate::ids::ReservationId;
-use hashbrown::HashTable;
+use crate::timers::Timers;
 use smallvec::SmallVec;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 /// One cart line held on this shard: the SKU's slot and the quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,19 +53,16 @@ impl Reservation {
 pub(crate) struct Reservations {
     slab: Vec<Option<Reservation>>,
     free: Vec<u32>,
-    /// (id hash, slab slot): keeping the hash makes growth re-hash nothing.
-    by_id: HashTable<(u64, u32)>,
+    by_id: IdIndex,
     /// (timer key, slab slot), earliest first; may hold stale entries.
-    timers: BinaryHeap<Reverse<(TimerKey, u32)>>,
+    timers: Timers,
     next_seq: u64,
     held: usize,
 }
 
 impl Reservations {
     pub fn find(&self, id: &ReservationId) -> Option<u32> {
-        let hash = id.key_hash();
-        let same = |&(other_hash, slot): &(u64, u32)| other_hash == hash && self.get(slot).id == *id;
-        self.by_id.find(hash, same).map(|&(_, slot)| slot)
+        self.by_id.find(id.key_hash(), |slot| self.get(slot).id == *id)
     }
 
     pub fn get(&self, slot: u32) -> &Reservation {
@@ -99,16 +95,16 @@ impl Reservations {
                 u32::try_from(self.slab.len() - 1).expect("fewer than 2^32 reservations per shard")
             }
         };
-        self.by_id.insert_unique(hash, (hash, slot), |&(hash, _)| hash);
+        self.by_id.insert(hash, slot);
         if let Some(key) = timer {
-            self.timers.push(Reverse((key, slot)));
+            self.timers.push(key, slot);
         }
         slot
     }
 
     pub fn remove(&mut self, slot: u32) -> Reservation {
         let hash = self.get(slot).id.key_hash();
-        self.by_id.find_entry(hash, |&(_, other)| other == slot).expect("a stored reservation is indexed").remove();
+        self.by_id.remove(hash, slot);
         // Grow the free list once to the slab's size instead of doubling it
         // inside a mass expiry: measured, each doubling paused the loop for
         // 5-49 ms with 1M holds.
@@ -132,17 +128,13 @@ impl Reservations {
         record.timer_due_ms = Some(record.forget_at_ms);
         let key = TimerKey { due_ms: record.forget_at_ms, seq: record.seq };
         self.held -= 1;
-        self.timers.push(Reverse((key, slot)));
+        self.timers.push(key, slot);
     }
 
     /// Pops the earliest heap entry at or before `up_to`: `Some((key, Some(slot)))`
     /// for a real timer, `Some((key, None))` for a stale entry.
     pub fn pop_due(&mut self, up_to: TimerKey) -> Option<(TimerKey, Option<u32>)> {
-        let &Reverse((key, slot)) = self.timers.peek()?;
-        if key > up_to {
-            return None;
-        }
-        self.timers.pop();
+        let (key, slot) = self.timers.pop_until(up_to)?;
         let real =
             self.slab.get(slot as usize).and_then(Option::as_ref).is_some_and(|record| record.timer() == Some(key));
         Some((key, real.then_some(slot)))
@@ -150,6 +142,11 @@ impl Reservations {
 
     pub fn held_count(&self) -> usize {
         self.held
+    }
+
+    /// Records, and timers pending (real and stale), for metrics and tests.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.by_id.len(), self.timers.len())
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -171,8 +168,8 @@ impl Reservations {
         let mut keys: Vec<TimerKey> = self
             .timers
             .iter()
-            .filter(|Reverse((key, slot))| self.get_opt(*slot).is_some_and(|record| record.timer() == Some(*key)))
-            .map(|Reverse((key, _))| *key)
+            .filter(|(key, slot)| self.get_opt(*slot).is_some_and(|record| record.timer() == Some(*key)))
+            .map(|(key, _)| *key)
             .collect();
         keys.sort_unstable();
         keys.dedup();

@@ -374,7 +374,11 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                 capture_waiters: &mut capture_waiters,
             };
             if failure.is_none() {
-                if let Some(tick) = turn.batch.tick(now_ms, TICK_EVENTS_MAX) {
+                // Bounded, so a mass expiry never stalls the shard, yet in
+                // proportion to the batch: every reservation needs a timer
+                // event later, and forgets must keep pace with holds.
+                let events_max = TICK_EVENTS_MAX + 2 * op_count;
+                if let Some(tick) = turn.batch.tick(now_ms, events_max) {
                     turn.log.append(&tick, now_ms);
                     for notice in turn.batch.take_notices() {
                         carts.follow_notice(&mut turn, notice);
@@ -409,7 +413,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
         if !snapshot_waiters.is_empty() || durability.wants_snapshot() {
             take_snapshot(&state, durability.as_ref(), now_ms, &mut snapshot_waiters, &mut done);
         }
-        stats.record_turn(op_count, state.held_count(), carts.len());
+        stats.record_turn(op_count, &state, carts.len());
         done = durability.end_batch(done);
         if stopping && client_inbox.is_empty() {
             durability.close();

@@ -119,6 +119,11 @@ impl ShardState {
         self.reservations.held_count()
     }
 
+    /// (reservations remembered, held or finished; timers pending).
+    pub fn reservation_sizes(&self) -> (usize, usize) {
+        self.reservations.sizes()
+    }
+
     pub fn sku_count(&self) -> usize {
         self.counts.len()
     }

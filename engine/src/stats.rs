@@ -71,6 +71,9 @@ pub struct ShardStats {
     /// Client ops per turn.
     pub batch_len: Histogram,
     pub holds_active: AtomicU64,
+    /// Reservations remembered (held, or finished within retention).
+    pub reservations: AtomicU64,
+    pub timers_pending: AtomicU64,
     pub carts_pending: AtomicU64,
     /// Set by the log: records appended, bytes written, segments created
     /// by this process, fsync latency, snapshots written and the last one's LSN.
@@ -83,13 +86,16 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
-    pub(crate) fn record_turn(&self, ops: usize, holds_active: usize, carts_pending: usize) {
+    pub(crate) fn record_turn(&self, ops: usize, state: &crate::state::ShardState, carts_pending: usize) {
         self.turns.fetch_add(1, Ordering::Relaxed);
         if ops > 0 {
             self.ops.fetch_add(ops as u64, Ordering::Relaxed);
             self.batch_len.record(ops as u64);
         }
-        self.holds_active.store(holds_active as u64, Ordering::Relaxed);
+        let (reservations, timers) = state.reservation_sizes();
+        self.holds_active.store(state.held_count() as u64, Ordering::Relaxed);
+        self.reservations.store(reservations as u64, Ordering::Relaxed);
+        self.timers_pending.store(timers as u64, Ordering::Relaxed);
         self.carts_pending.store(carts_pending as u64, Ordering::Relaxed);
     }
 }
