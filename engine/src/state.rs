@@ -57,6 +57,8 @@ pub struct ShardState {
     /// Bumped by every change of state; the shard logs a command exactly
     /// when applying it moved this.
     mutations: u64,
+    /// Holds expired (by a tick or found due at a decision), for metrics.
+    expirations: u64,
 }
 
 impl ShardState {
@@ -70,6 +72,7 @@ impl ShardState {
             reservations: Reservations::default(),
             notices: Vec::new(),
             mutations: 0,
+            expirations: 0,
         }
     }
 
@@ -91,6 +94,7 @@ impl ShardState {
             reservations: &mut self.reservations,
             notices: &mut self.notices,
             mutations: &mut self.mutations,
+            expirations: &mut self.expirations,
         };
         Batch { index: Some(self.index.upgradable_read()), state }
     }
@@ -156,7 +160,13 @@ impl ShardState {
             reservations,
             notices: Vec::new(),
             mutations: 0,
+            expirations: 0,
         }
+    }
+
+    /// Holds expired since this state was created or loaded.
+    pub fn expirations(&self) -> u64 {
+        self.expirations
     }
 
     /// Drops notices left by replayed commands (recovery reconciles parts).
@@ -201,6 +211,7 @@ struct StateParts<'a> {
     reservations: &'a mut Reservations,
     notices: &'a mut Vec<Notice>,
     mutations: &'a mut u64,
+    expirations: &'a mut u64,
 }
 
 /// Applies commands to a shard's state; see the module comment.
@@ -477,7 +488,11 @@ impl Batch<'_> {
                     self.store_counts(line.slot, counts);
                 }
             }
-            ReservationState::Released | ReservationState::Expired => self.return_units(slot),
+            ReservationState::Released => self.return_units(slot),
+            ReservationState::Expired => {
+                self.return_units(slot);
+                *self.state.expirations += 1;
+            }
             ReservationState::Held => unreachable!("finish never moves to Held"),
         }
         self.state.reservations.finish(slot, to);

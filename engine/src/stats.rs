@@ -71,6 +71,8 @@ pub struct ShardStats {
     /// Client ops per turn.
     pub batch_len: Histogram,
     pub holds_active: AtomicU64,
+    /// Holds expired since start (ticks, and holds found due at a decision).
+    pub holds_expired: AtomicU64,
     /// Reservations remembered (held, or finished within retention).
     pub reservations: AtomicU64,
     pub timers_pending: AtomicU64,
@@ -94,6 +96,7 @@ impl ShardStats {
         }
         let (reservations, timers) = state.reservation_sizes();
         self.holds_active.store(state.held_count() as u64, Ordering::Relaxed);
+        self.holds_expired.store(state.expirations(), Ordering::Relaxed);
         self.reservations.store(reservations as u64, Ordering::Relaxed);
         self.timers_pending.store(timers as u64, Ordering::Relaxed);
         self.carts_pending.store(carts_pending as u64, Ordering::Relaxed);

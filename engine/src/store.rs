@@ -125,13 +125,14 @@ pub(crate) fn check_manifest(storage: &dyn Storage, data_dir: &Path, shards: usi
 }
 
 /// An exclusive `flock` on `DATA_DIR/LOCK`, released when dropped (or when
-/// the process dies, however it dies).
-pub(crate) struct DirLock {
+/// the process dies, however it dies). The server holds it while it runs;
+/// the SRE tools take it to make sure no server does.
+pub struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    pub(crate) fn acquire(data_dir: &Path) -> Result<DirLock, StoreError> {
+    pub fn acquire(data_dir: &Path) -> Result<DirLock, StoreError> {
         let path = data_dir.join("LOCK");
         let file = OpenOptions::new()
             .create(true)

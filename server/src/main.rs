@@ -1,29 +1,13 @@
-//! The `stockd` binary: command-line parsing and dispatch. Each subcommand
-//! lives in its own module; this file only wires them to clap.
-//!
-//! Today: `stockd demo`. The HTTP server (`serve`), `loadgen` and the WAL
-//! tools arrive with their issues.
+//! The `stockd` binary: everything lives in the `stockd_server` library so
+//! the integration tests can reuse its client; this only sets the exit code.
 #![forbid(unsafe_code)]
 
-mod demo;
-
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(name = "stockd", version, about = "In-memory inventory reservation engine")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run an in-process flash sale and report throughput, latency and the oversell check.
-    Demo(demo::DemoArgs),
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Demo(args) => demo::run(args),
+fn main() {
+    match stockd_server::cli::main() {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("stockd: {error:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -1,0 +1,261 @@
+//! `stockd serve` configuration: a flag (or its `STOCKD_*` environment
+//! variable) wins over the TOML file (`--config`), which wins over the
+//! default. The defaults run out of the box: 127.0.0.1:8080, `./data`,
+//! fsync always, no TLS, and no tokens (allowed on loopback only).
+
+use crate::http::auth::Role;
+use crate::http::HttpLimits;
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use stockd_engine::limits::{QUEUE_LEN_MAX_DEFAULT, RETENTION_MS_DEFAULT, TTL_MS_DEFAULT};
+use stockd_engine::store::SNAPSHOT_EVERY_BYTES_DEFAULT;
+use stockd_engine::{EngineConfig, FsyncPolicy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// fdatasync before every answer (group-committed). The default.
+    Always,
+    /// Never fsync: a crash loses acknowledged work. CPU benchmarks only.
+    Never,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags win over it).
+    #[arg(long, env = "STOCKD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; `127.0.0.1:0` picks a free port (the log says which).
+    #[arg(long, env = "STOCKD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the WAL and snapshots live.
+    #[arg(long, env = "STOCKD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shards (default: available cores). Fixed for the life of a data directory.
+    #[arg(long, env = "STOCKD_SHARDS")]
+    pub shards: Option<usize>,
+    #[arg(long, env = "STOCKD_FSYNC", value_enum)]
+    pub fsync: Option<Fsync>,
+    /// Serve a non-loopback address without tokens (refused otherwise).
+    #[arg(long, env = "STOCKD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// A bearer token as `role:token` (roles: admin, checkout, read); repeat, or
+    /// comma-separate in STOCKD_TOKENS.
+    #[arg(long = "token", env = "STOCKD_TOKENS", value_delimiter = ',')]
+    pub tokens: Vec<String>,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, env = "STOCKD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "STOCKD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Most concurrent connections.
+    #[arg(long, env = "STOCKD_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// Answer 503 `request_timeout` after this long.
+    #[arg(long, env = "STOCKD_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Largest request body (413 past it); `/v1/batch` has its own.
+    #[arg(long, env = "STOCKD_BODY_BYTES_MAX")]
+    pub body_bytes_max: Option<usize>,
+    #[arg(long, env = "STOCKD_BATCH_BODY_BYTES_MAX")]
+    pub batch_body_bytes_max: Option<usize>,
+    #[arg(long, env = "STOCKD_BATCH_OPS_MAX")]
+    pub batch_ops_max: Option<usize>,
+    /// Hold length when a reservation names none.
+    #[arg(long, env = "STOCKD_TTL_MS_DEFAULT")]
+    pub ttl_ms_default: Option<u64>,
+    /// How long finished reservations are remembered (retries dedupe).
+    #[arg(long, env = "STOCKD_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
+    /// Depth of each shard's queue (503 `busy` past it).
+    #[arg(long, env = "STOCKD_QUEUE_LEN_MAX")]
+    pub queue_len_max: Option<usize>,
+    #[arg(long, env = "STOCKD_SEGMENT_BYTES_MAX")]
+    pub segment_bytes_max: Option<u64>,
+    /// Snapshot each shard after this many bytes of WAL.
+    #[arg(long, env = "STOCKD_SNAPSHOT_EVERY_BYTES")]
+    pub snapshot_every_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    shards: Option<usize>,
+    fsync: Option<Fsync>,
+    insecure_no_auth: Option<bool>,
+    #[serde(default)]
+    tokens: Vec<FileToken>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    connections_max: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    body_bytes_max: Option<usize>,
+    batch_body_bytes_max: Option<usize>,
+    batch_ops_max: Option<usize>,
+    ttl_ms_default: Option<u64>,
+    retention_ms: Option<u64>,
+    queue_len_max: Option<usize>,
+    segment_bytes_max: Option<u64>,
+    snapshot_every_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToken {
+    token: String,
+    role: Role,
+}
+
+/// Everything `serve` needs, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    pub fsync: FsyncPolicy,
+    pub segment_bytes_max: u64,
+    pub snapshot_every_bytes: u64,
+    pub tokens: Vec<(String, Role)>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub connections_max: usize,
+    pub limits: HttpLimits,
+}
+
+impl Config {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = EngineConfig::default();
+        let engine = EngineConfig {
+            shards: args.shards.or(file.shards).unwrap_or(defaults.shards),
+            queue_len_max: args.queue_len_max.or(file.queue_len_max).unwrap_or(QUEUE_LEN_MAX_DEFAULT),
+            ttl_ms_default: args.ttl_ms_default.or(file.ttl_ms_default).unwrap_or(TTL_MS_DEFAULT),
+            retention_ms: args.retention_ms.or(file.retention_ms).unwrap_or(RETENTION_MS_DEFAULT),
+            ..defaults
+        };
+        let http = HttpLimits::default();
+        let limits = HttpLimits {
+            body_bytes_max: args.body_bytes_max.or(file.body_bytes_max).unwrap_or(http.body_bytes_max),
+            batch_body_bytes_max: args
+                .batch_body_bytes_max
+                .or(file.batch_body_bytes_max)
+                .unwrap_or(http.batch_body_bytes_max),
+            batch_ops_max: args.batch_ops_max.or(file.batch_ops_max).unwrap_or(http.batch_ops_max),
+            request_timeout: args
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .map_or(http.request_timeout, Duration::from_millis),
+        };
+        let mut tokens: Vec<(String, Role)> = file.tokens.into_iter().map(|entry| (entry.token, entry.role)).collect();
+        for text in &args.tokens {
+            let (role, token) = text.split_once(':').context("a token is given as role:token")?;
+            let role = Role::parse(role).with_context(|| format!("unknown role {role:?} (admin, checkout, read)"))?;
+            tokens.push((token.to_owned(), role));
+        }
+        let fsync = match args.fsync.or(file.fsync).unwrap_or(Fsync::Always) {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Never => FsyncPolicy::Never,
+        };
+        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        let config = Config {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            engine,
+            fsync,
+            segment_bytes_max: args
+                .segment_bytes_max
+                .or(file.segment_bytes_max)
+                .unwrap_or(stockd_wal::SEGMENT_BYTES_DEFAULT),
+            snapshot_every_bytes: args
+                .snapshot_every_bytes
+                .or(file.snapshot_every_bytes)
+                .unwrap_or(SNAPSHOT_EVERY_BYTES_DEFAULT),
+            tokens,
+            tls,
+            connections_max: args.connections_max.or(file.connections_max).unwrap_or(1_024),
+            limits,
+        };
+        config.check(args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false))?;
+        Ok(config)
+    }
+
+    fn check(&self, insecure_no_auth: bool) -> anyhow::Result<()> {
+        if self.tokens.is_empty() && !self.listen.ip().is_loopback() && !insecure_no_auth {
+            bail!(
+                "refusing to serve {} without tokens: configure --token role:token (or STOCKD_TOKENS), \
+                 or pass --insecure-no-auth if this address is private",
+                self.listen
+            );
+        }
+        if !(1..=stockd_engine::limits::SHARDS_MAX).contains(&self.engine.shards) {
+            bail!("--shards must be 1..={}", stockd_engine::limits::SHARDS_MAX);
+        }
+        if self.engine.retention_ms == 0 || self.engine.queue_len_max == 0 || self.connections_max == 0 {
+            bail!("--retention-ms, --queue-len-max and --connections-max must be positive");
+        }
+        if self.segment_bytes_max < stockd_wal::SEGMENT_BYTES_MIN {
+            bail!("--segment-bytes-max must be at least {}", stockd_wal::SEGMENT_BYTES_MIN);
+        }
+        let ttl = self.engine.ttl_ms_default;
+        if !(stockd_engine::limits::TTL_MS_MIN..=stockd_engine::limits::TTL_MS_MAX).contains(&ttl) {
+            bail!("--ttl-ms-default must be 1000..=86400000");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(listen: &str) -> ServeArgs {
+        ServeArgs { listen: Some(listen.parse().unwrap()), ..ServeArgs::default() }
+    }
+
+    #[test]
+    fn a_public_address_without_tokens_is_refused_unless_overridden() {
+        assert!(Config::resolve(args("127.0.0.1:0")).is_ok());
+        let error = Config::resolve(args("0.0.0.0:8080")).unwrap_err().to_string();
+        assert!(error.contains("refusing"), "{error}");
+        assert!(Config::resolve(ServeArgs { insecure_no_auth: true, ..args("0.0.0.0:8080") }).is_ok());
+        assert!(Config::resolve(ServeArgs { tokens: vec!["admin:x".into()], ..args("0.0.0.0:8080") }).is_ok());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stockd.toml");
+        let text =
+            "shards = 3\ndata_dir = \"/from/file\"\nretention_ms = 5000\n[[tokens]]\ntoken = \"t\"\nrole = \"read\"\n";
+        std::fs::write(&path, text).unwrap();
+        let args = ServeArgs { config: Some(path), shards: Some(2), ..args("127.0.0.1:0") };
+        let config = Config::resolve(args).unwrap();
+        assert_eq!(config.engine.shards, 2, "the flag wins");
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"), "the file wins over the default");
+        assert_eq!(config.engine.retention_ms, 5_000);
+        assert_eq!(config.engine.ttl_ms_default, TTL_MS_DEFAULT, "the default fills the rest");
+        assert_eq!(config.tokens, vec![("t".to_owned(), Role::Read)]);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        assert!(Config::resolve(ServeArgs { tokens: vec!["boss:x".into()], ..args("127.0.0.1:0") }).is_err());
+        assert!(Config::resolve(ServeArgs { shards: Some(0), ..args("127.0.0.1:0") }).is_err());
+        assert!(Config::resolve(ServeArgs { tls_cert: Some("c.pem".into()), ..args("127.0.0.1:0") }).is_err());
+    }
+}

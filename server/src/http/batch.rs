@@ -1,0 +1,123 @@
+//! `POST /v1/batch`: up to `batch_ops_max` ops in one request, applied
+//! through the engine's batched API (one queue message per shard), one
+//! result per op, in order. Each op is parsed and authorised on its own: a
+//! bad op gets the 4xx its endpoint would give and the others still run.
+
+use crate::http::auth::{forbidden, Caller, Role};
+use crate::http::convert;
+use crate::http::error::ApiError;
+use crate::http::json::AppJson;
+use crate::http::types::{BatchBody, BatchOp, BatchResult, BatchResults, ErrorBody, LineBody};
+use crate::http::AppState;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use stockd_engine::{Outcome, Request, Sku};
+
+/// How to answer an op once the engine has.
+enum Answer {
+    Sku(Sku),
+    Reserve { id: String, lines: Vec<LineBody> },
+    Decision,
+    Reservation,
+}
+
+/// Applies many ops at once; each result is what its endpoint would answer.
+#[utoipa::path(post, path = "/v1/batch", tag = "batch", security(("bearer" = [])),
+    request_body = BatchBody,
+    responses(
+        (status = 200, body = BatchResults, description = "one result per op, in order"),
+        (status = 413, body = ErrorBody, description = "payload_too_large (1 MiB)"),
+        (status = 422, body = ErrorBody, description = "batch_too_large, invalid_body")))]
+pub async fn batch(
+    State(state): State<AppState>,
+    Extension(Caller(role)): Extension<Caller>,
+    AppJson(body): AppJson<BatchBody>,
+) -> Result<Json<BatchResults>, ApiError> {
+    let ops_max = state.limits().batch_ops_max;
+    if body.ops.len() > ops_max {
+        let message = format!("{} ops; a batch holds at most {ops_max}", body.ops.len());
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "batch_too_large", message));
+    }
+    let engine = state.engine()?;
+    let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(body.ops.len());
+    let mut requests = Vec::with_capacity(body.ops.len());
+    let mut answers = Vec::with_capacity(body.ops.len());
+    for value in body.ops {
+        match plan(value, role) {
+            Ok((request, answer)) => {
+                requests.push(request);
+                answers.push((results.len(), answer));
+                results.push(None);
+            }
+            Err(error) => results.push(Some(error_result(error))),
+        }
+    }
+    let outcomes = engine.submit_batch(requests).await;
+    for ((position, answer), outcome) in answers.into_iter().zip(outcomes) {
+        results[position] = Some(answer_op(answer, outcome));
+    }
+    Ok(Json(BatchResults { results: results.into_iter().map(|result| result.expect("every op answered")).collect() }))
+}
+
+/// Parses, authorises and validates one op.
+fn plan(value: serde_json::Value, role: Role) -> Result<(Request, Answer), ApiError> {
+    let op: BatchOp = serde_json::from_value(value)
+        .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", error.to_string()))?;
+    let needed = match op {
+        BatchOp::SetStock { .. } | BatchOp::Adjust { .. } => Role::Admin,
+        BatchOp::Reserve { .. } | BatchOp::Commit { .. } | BatchOp::Release { .. } => Role::Checkout,
+        BatchOp::GetSku { .. } | BatchOp::GetReservation { .. } => Role::Read,
+    };
+    if !role.allows(needed) {
+        return Err(forbidden(needed));
+    }
+    Ok(match op {
+        BatchOp::Reserve { id, lines, ttl_ms } => {
+            let (request, lines) = convert::reserve(&id, &lines, ttl_ms)?;
+            (request, Answer::Reserve { id, lines })
+        }
+        BatchOp::Commit { id, .. } => (Request::Commit { id: convert::reservation_id(&id)? }, Answer::Decision),
+        BatchOp::Release { id } => (Request::Release { id: convert::reservation_id(&id)? }, Answer::Decision),
+        BatchOp::SetStock { sku, on_hand, expected_version } => {
+            let sku = convert::sku(&sku)?;
+            (Request::SetStock { sku: sku.clone(), on_hand, expected_version }, Answer::Sku(sku))
+        }
+        BatchOp::Adjust { sku, delta } => {
+            let sku = convert::sku(&sku)?;
+            (Request::AdjustStock { sku: sku.clone(), delta }, Answer::Sku(sku))
+        }
+        BatchOp::GetSku { sku } => {
+            let sku = convert::sku(&sku)?;
+            (Request::GetSku { sku: sku.clone() }, Answer::Sku(sku))
+        }
+        BatchOp::GetReservation { id } => {
+            (Request::GetReservation { id: convert::reservation_id(&id)? }, Answer::Reservation)
+        }
+    })
+}
+
+fn answer_op(answer: Answer, outcome: Outcome) -> BatchResult {
+    let answered = match answer {
+        Answer::Sku(sku) => convert::answer_sku(&sku, outcome).map(|body| ok(StatusCode::OK, body, false)),
+        Answer::Reserve { id, lines } => {
+            convert::answer_reserve(&id, lines, outcome).map(|(status, body, replayed)| ok(status, body, replayed))
+        }
+        Answer::Decision => convert::answer_decision(outcome).map(|body| ok(StatusCode::OK, body, false)),
+        Answer::Reservation => convert::answer_reservation(outcome).map(|body| ok(StatusCode::OK, body, false)),
+    };
+    answered.unwrap_or_else(error_result)
+}
+
+fn ok(status: StatusCode, body: impl Serialize, replayed: bool) -> BatchResult {
+    BatchResult { status: status.as_u16(), body: serde_json::to_value(body).expect("bodies serialize"), replayed }
+}
+
+fn error_result(error: ApiError) -> BatchResult {
+    BatchResult {
+        status: error.status.as_u16(),
+        body: serde_json::to_value(error.body).expect("bodies serialize"),
+        replayed: false,
+    }
+}

@@ -1,0 +1,242 @@
+//! The HTTP API v1 (the contract in DESIGN.md). Handlers see typed,
+//! validated values; bytes are handled only at the edge (`json`), errors
+//! become HTTP in one place (`error`), engine answers become bodies in one
+//! place (`convert`, shared with `/v1/batch`).
+//!
+//! Routes are registered through utoipa-axum, so the router and the
+//! OpenAPI document come from the same list and cannot drift.
+
+pub mod auth;
+pub mod batch;
+pub mod convert;
+pub mod error;
+pub mod json;
+pub mod metrics;
+pub mod reservations;
+pub mod skus;
+pub mod types;
+
+use crate::http::auth::{Role, Tokens};
+use crate::http::error::ApiError;
+use crate::http::metrics::Metrics;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use stockd_engine::Engine;
+use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Limits of the HTTP edge.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub body_bytes_max: usize,
+    pub batch_body_bytes_max: usize,
+    pub batch_ops_max: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            body_bytes_max: 64 << 10,
+            batch_body_bytes_max: 1 << 20,
+            batch_ops_max: 1_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    engine: OnceLock<Arc<Engine>>,
+    tokens: Tokens,
+    limits: HttpLimits,
+    metrics: Metrics,
+    recovery_ms: AtomicU64,
+    request_ids: AtomicU64,
+    boot_id: u64,
+}
+
+impl AppState {
+    pub fn new(tokens: Tokens, limits: HttpLimits) -> AppState {
+        let boot_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        AppState(Arc::new(Inner {
+            engine: OnceLock::new(),
+            tokens,
+            limits,
+            metrics: Metrics::new(),
+            recovery_ms: AtomicU64::new(0),
+            request_ids: AtomicU64::new(0),
+            boot_id,
+        }))
+    }
+
+    /// Marks the server ready: recovery finished and the engine serves.
+    pub fn set_engine(&self, engine: Arc<Engine>, recovery: Duration) {
+        self.0.recovery_ms.store(recovery.as_millis() as u64, Ordering::Relaxed);
+        assert!(self.0.engine.set(engine).is_ok(), "the engine is set once");
+    }
+
+    pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        self.0.engine.get().ok_or_else(ApiError::not_ready)
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.0.tokens
+    }
+
+    pub fn limits(&self) -> HttpLimits {
+        self.0.limits
+    }
+
+    pub fn recovery_ms(&self) -> u64 {
+        self.0.recovery_ms.load(Ordering::Relaxed)
+    }
+
+    fn next_request_id(&self) -> String {
+        format!("{:x}-{}", self.0.boot_id & 0xffff_ffff, self.0.request_ids.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "stockd", description = "Inventory reservation engine: hold, commit, release; no oversell.", version = "1"),
+    components(schemas(types::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole API and its OpenAPI document.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let limits = state.limits();
+    let guard = |role: Role| middleware::from_fn_with_state((state.clone(), role), auth::require);
+    let admin = OpenApiRouter::new()
+        .routes(routes!(skus::set_stock))
+        .routes(routes!(skus::adjust))
+        .route_layer(guard(Role::Admin));
+    let checkout = OpenApiRouter::new()
+        .routes(routes!(reservations::reserve))
+        .routes(routes!(reservations::commit))
+        .routes(routes!(reservations::release))
+        .route_layer(guard(Role::Checkout));
+    let read = OpenApiRouter::new()
+        .routes(routes!(skus::get_sku))
+        .routes(routes!(reservations::get_reservation))
+        .routes(routes!(metrics_text))
+        .route_layer(guard(Role::Read));
+    let batch = OpenApiRouter::new()
+        .routes(routes!(batch::batch))
+        .route_layer(guard(Role::Read))
+        .layer(DefaultBodyLimit::max(limits.batch_body_bytes_max));
+    let open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz));
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin)
+        .merge(checkout)
+        .merge(read)
+        .merge(batch)
+        .merge(open)
+        .split_for_parts();
+    let document = openapi.to_json().expect("the OpenAPI document serializes");
+    let router = router
+        .route("/openapi.json", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limits.body_bytes_max))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state);
+    (router, openapi)
+}
+
+/// Every request: an id (echoed in `X-Request-Id`), a tracing span, the
+/// request timeout, and the HTTP metrics.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let method = request.method().to_string();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map_or_else(|| state.next_request_id(), str::to_owned);
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let timeout = state.limits().request_timeout;
+    let mut response = match tokio::time::timeout(timeout, next.run(request)).instrument(span.clone()).await {
+        Ok(response) => response,
+        Err(_) => {
+            let message =
+                format!("no answer within {} ms; the outcome is unknown, retry with the same id", timeout.as_millis());
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "request_timeout", message).into_response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    state.0.metrics.record(&route, &method, status, seconds);
+    if status >= 500 {
+        span.in_scope(|| tracing::warn!(status, seconds, "request failed"));
+    } else {
+        span.in_scope(|| tracing::debug!(status, seconds, "request"));
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: recovery finished and the log is healthy.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, body = types::ErrorBody, description = "recovering, or storage failed")))]
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let engine = state.engine()?;
+    match engine.failure() {
+        Some(reason) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_failed", reason)),
+        None => Ok("ready\n"),
+    }
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])),
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.0.metrics.render(&state);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}

@@ -1,0 +1,191 @@
+//! The JSON the API speaks, one type per body, with their OpenAPI schemas.
+//! Request bodies refuse unknown fields; numbers are checked against the
+//! engine's limits when they are turned into engine requests (`convert`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `PUT /v1/skus/{sku}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStockBody {
+    /// Units on hand, 0..=2^40.
+    pub on_hand: u64,
+    /// Apply only if the SKU's version is this (0: the SKU must not exist yet).
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+/// `POST /v1/skus/{sku}/adjust`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustBody {
+    /// Signed change to on_hand.
+    pub delta: i64,
+}
+
+/// One cart line as a client sends it.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    pub sku: String,
+    /// 1..=1000000.
+    pub qty: i64,
+}
+
+/// `POST /v1/reservations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBody {
+    /// The idempotency key: 1..=128 printable ASCII bytes.
+    pub id: String,
+    /// 1..=100 lines, no SKU twice.
+    pub lines: Vec<LineBody>,
+    /// Hold length, 1000..=86400000 ms (default 900000).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `POST /v1/reservations/{id}/commit`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// The order to hand to the order sink (accepted, not stored yet).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub order: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A SKU's counts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct SkuBody {
+    pub sku: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub version: u64,
+}
+
+/// A reservation (the answer to a hold, and to `GET /v1/reservations/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ReservationBody {
+    pub id: String,
+    /// held, committed, released or expired.
+    pub state: String,
+    pub expires_at_ms: u64,
+    /// In SKU order.
+    pub lines: Vec<LineBody>,
+}
+
+impl PartialEq for LineBody {
+    fn eq(&self, other: &LineBody) -> bool {
+        self.sku == other.sku && self.qty == other.qty
+    }
+}
+
+impl Eq for LineBody {}
+
+/// The answer to a commit or a release.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct DecisionBody {
+    pub state: String,
+}
+
+/// Every error: a stable code, a message, and what the client needs to act.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: code.to_owned(),
+            message: message.into(),
+            sku: None,
+            requested: None,
+            available: None,
+            reserved: None,
+            expected_version: None,
+            current_version: None,
+        }
+    }
+}
+
+/// `POST /v1/batch`: each op is an endpoint's body plus `"op"`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// Up to 1000 ops, e.g. `{"op":"reserve","id":"o-1","lines":[...]}`,
+    /// `{"op":"commit","id":"o-1"}`, `{"op":"release","id":...}`,
+    /// `{"op":"set_stock","sku":...,"on_hand":...}`, `{"op":"adjust","sku":...,"delta":...}`,
+    /// `{"op":"get_sku","sku":...}`, `{"op":"get_reservation","id":...}`.
+    #[schema(value_type = Vec<Object>)]
+    pub ops: Vec<serde_json::Value>,
+}
+
+/// One op of a batch, as parsed.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BatchOp {
+    Reserve {
+        id: String,
+        lines: Vec<LineBody>,
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+    },
+    Commit {
+        id: String,
+        #[serde(default)]
+        order: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    Release {
+        id: String,
+    },
+    SetStock {
+        sku: String,
+        on_hand: u64,
+        #[serde(default)]
+        expected_version: Option<u64>,
+    },
+    Adjust {
+        sku: String,
+        delta: i64,
+    },
+    GetSku {
+        sku: String,
+    },
+    GetReservation {
+        id: String,
+    },
+}
+
+/// The answer to a batch: one result per op, in order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResults {
+    pub results: Vec<BatchResult>,
+}
+
+/// What the single endpoint would have answered.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    pub status: u16,
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    /// True when a reserve was answered from its first time (idempotent replay).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}

@@ -1,0 +1,422 @@
+//! `stockd loadgen`: the flash-sale load generator. It drives a running
+//! server over N keep-alive HTTP connections: each connection reserves
+//! (one request per hold, or `--batch` holds per `/v1/batch`), then commits
+//! `--commit-percent` of what it held and releases the rest. It prints
+//! holds per second, request latency percentiles (hdrhistogram, measured
+//! from each request's intended start when `--rate` paces the load, so a
+//! stall is not hidden), and ends with the oversell check against the
+//! server's own counts: units sold must equal the commits acknowledged.
+//!
+//! Scenarios: `hot-sku` (every hold on one SKU), `uniform` (one of `--skus`
+//! SKUs at random), `carts` (2-4 lines over many SKUs: cross-shard).
+
+use crate::client::{parse_url, wait_ready, Connection};
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hyper::{Method, StatusCode};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    HotSku,
+    Uniform,
+    Carts,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "STOCKD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, value_enum, default_value = "hot-sku")]
+    pub scenario: Scenario,
+    /// Keep-alive connections, each one request at a time.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Holds per request through /v1/batch (1: one request per hold).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Target holds per second in total (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Percent of holds committed; the rest are released.
+    #[arg(long, default_value_t = 50)]
+    pub commit_percent: u64,
+    /// SKUs of the uniform and carts scenarios.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub skus: u64,
+    /// Units of each SKU at the start.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub stock: u64,
+    /// Bearer token (admin: the load generator sets the stock).
+    #[arg(long, env = "STOCKD_TOKEN")]
+    pub token: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    holds: AtomicU64,
+    refused: AtomicU64,
+    busy: AtomicU64,
+    committed_units: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    if args.connections == 0
+        || args.batch == 0
+        || args.batch > 1_000
+        || args.duration <= 0.0
+        || args.commit_percent > 100
+    {
+        bail!("--connections >= 1, --batch 1..=1000, --duration > 0, --commit-percent 0..=100");
+    }
+    let address = parse_url(&args.url)?;
+    wait_ready(address, Duration::from_secs(30)).await?;
+    let skus = match args.scenario {
+        Scenario::HotSku => 1,
+        Scenario::Uniform | Scenario::Carts => args.skus.max(4),
+    };
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() % 1_000_000_000;
+    let prefix = format!("lg{run_id}");
+    let before = stock_up(address, args.token.as_deref(), &prefix, skus, args.stock).await?;
+    let counters = Arc::new(Counters::default());
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    let bar = progress_bar(args.duration, args.json);
+    let mut workers = Vec::with_capacity(args.connections);
+    for connection in 0..args.connections {
+        let worker = Worker {
+            args: args.clone(),
+            address,
+            prefix: format!("{prefix}-c{connection}"),
+            sku_prefix: prefix.clone(),
+            skus,
+            counters: Arc::clone(&counters),
+            seed: 0x9e37_79b9 ^ connection as u64,
+        };
+        workers.push(tokio::spawn(worker.run(deadline)));
+    }
+    let began = Instant::now();
+    while !workers.iter().all(|worker| worker.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bar.set_position(began.elapsed().as_millis() as u64);
+        let holds = counters.holds.load(Ordering::Relaxed);
+        bar.set_message(format!("{:.0} holds/s", holds as f64 / began.elapsed().as_secs_f64()));
+    }
+    let elapsed = began.elapsed();
+    bar.finish_and_clear();
+    for worker in workers {
+        let latencies = worker.await.context("a connection task")??;
+        histogram.add(latencies).context("merging latencies")?;
+    }
+    let after = read_units(address, args.token.as_deref(), &prefix, skus).await?;
+    report(&args, &counters, &histogram, elapsed, before, after)
+}
+
+fn progress_bar(duration: f64, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new((duration * 1000.0) as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {elapsed}/{duration} {msg}").expect("a valid template"));
+    bar
+}
+
+fn sku_name(prefix: &str, index: u64) -> String {
+    format!("{prefix}-sku-{index}")
+}
+
+/// Sets every SKU's stock; returns the total units on hand.
+async fn stock_up(
+    address: std::net::SocketAddr,
+    token: Option<&str>,
+    prefix: &str,
+    skus: u64,
+    stock: u64,
+) -> anyhow::Result<u64> {
+    let mut connection = Connection::open(address, token).await?;
+    for chunk in (0..skus).collect::<Vec<_>>().chunks(1_000) {
+        let ops: Vec<Value> =
+            chunk.iter().map(|&i| json!({"op": "set_stock", "sku": sku_name(prefix, i), "on_hand": stock})).collect();
+        let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?;
+        if answer.status != StatusCode::OK {
+            bail!("setting the stock: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+        }
+        let results = answer.json()?;
+        if let Some(failed) = results["results"].as_array().into_iter().flatten().find(|result| result["status"] != 200)
+        {
+            bail!("setting the stock: {failed}");
+        }
+    }
+    Ok(skus * stock)
+}
+
+/// (units on hand, units reserved) over every SKU, from the server.
+async fn read_units(
+    address: std::net::SocketAddr,
+    token: Option<&str>,
+    prefix: &str,
+    skus: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let mut connection = Connection::open(address, token).await?;
+    let (mut on_hand, mut reserved) = (0, 0);
+    for chunk in (0..skus).collect::<Vec<_>>().chunks(1_000) {
+        let ops: Vec<Value> = chunk.iter().map(|&i| json!({"op": "get_sku", "sku": sku_name(prefix, i)})).collect();
+        let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?.json()?;
+        for result in answer["results"].as_array().context("batch results")? {
+            on_hand += result["body"]["on_hand"].as_u64().context("on_hand")?;
+            reserved += result["body"]["reserved"].as_u64().context("reserved")?;
+        }
+    }
+    Ok((on_hand, reserved))
+}
+
+struct Worker {
+    args: LoadgenArgs,
+    address: std::net::SocketAddr,
+    prefix: String,
+    sku_prefix: String,
+    skus: u64,
+    counters: Arc<Counters>,
+    seed: u64,
+}
+
+impl Worker {
+    fn next(&mut self, below: u64) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed % below
+    }
+
+    fn cart(&mut self) -> Vec<(String, u64)> {
+        match self.args.scenario {
+            Scenario::HotSku => vec![(sku_name(&self.sku_prefix, 0), 1)],
+            Scenario::Uniform => {
+                let index = self.next(self.skus);
+                vec![(sku_name(&self.sku_prefix, index), 1)]
+            }
+            Scenario::Carts => {
+                let mut lines = std::collections::BTreeMap::new();
+                for _ in 0..2 + self.next(3) {
+                    let (index, qty) = (self.next(self.skus), 1 + self.next(2));
+                    lines.insert(sku_name(&self.sku_prefix, index), qty);
+                }
+                lines.into_iter().collect()
+            }
+        }
+    }
+
+    async fn run(mut self, deadline: Instant) -> anyhow::Result<Histogram<u64>> {
+        let mut connection = Connection::open(self.address, self.args.token.as_deref()).await?;
+        let mut latencies = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        // Open-loop pacing: each connection's share of --rate, in holds.
+        let interval = (self.args.rate > 0).then(|| {
+            Duration::from_secs_f64(self.args.batch as f64 * self.args.connections as f64 / self.args.rate as f64)
+        });
+        let mut intended = Instant::now();
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            if let Some(interval) = interval {
+                intended += interval;
+                if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+            } else {
+                intended = Instant::now();
+            }
+            let carts: Vec<(String, Vec<(String, u64)>)> = (0..self.args.batch)
+                .map(|_| {
+                    n += 1;
+                    (format!("{}-{n}", self.prefix), self.cart())
+                })
+                .collect();
+            let held = self.reserve(&mut connection, &carts, intended, &mut latencies).await?;
+            self.finish(&mut connection, held, &mut latencies).await?;
+        }
+        Ok(latencies)
+    }
+
+    /// Reserves the carts; returns the held ones with their unit count.
+    async fn reserve(
+        &mut self,
+        connection: &mut Connection,
+        carts: &[(String, Vec<(String, u64)>)],
+        intended: Instant,
+        latencies: &mut Histogram<u64>,
+    ) -> anyhow::Result<Vec<(String, u64)>> {
+        let body = |id: &str, lines: &[(String, u64)]| json!({"id": id, "lines": lines.iter().map(|(sku, qty)| json!({"sku": sku, "qty": qty})).collect::<Vec<_>>()});
+        let statuses: Vec<StatusCode> = if self.args.batch == 1 {
+            let (id, lines) = &carts[0];
+            let answer = connection.json(Method::POST, "/v1/reservations", &body(id, lines)).await?;
+            vec![answer.status]
+        } else {
+            let ops: Vec<Value> = carts
+                .iter()
+                .map(|(id, lines)| {
+                    let mut op = body(id, lines);
+                    op["op"] = json!("reserve");
+                    op
+                })
+                .collect();
+            let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?;
+            if answer.status != StatusCode::OK {
+                bail!("batch reserve: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+            }
+            let results = answer.json()?;
+            results["results"]
+                .as_array()
+                .context("results")?
+                .iter()
+                .map(|r| {
+                    StatusCode::from_u16(r["status"].as_u64().unwrap_or(0) as u16)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                })
+                .collect()
+        };
+        latencies.saturating_record(intended.elapsed().as_micros().max(1) as u64);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut held = Vec::new();
+        for ((id, lines), status) in carts.iter().zip(statuses) {
+            match status {
+                StatusCode::CREATED => {
+                    self.counters.holds.fetch_add(1, Ordering::Relaxed);
+                    held.push((id.clone(), lines.iter().map(|(_, qty)| qty).sum()));
+                }
+                StatusCode::CONFLICT => drop(self.counters.refused.fetch_add(1, Ordering::Relaxed)),
+                StatusCode::SERVICE_UNAVAILABLE => drop(self.counters.busy.fetch_add(1, Ordering::Relaxed)),
+                _ => drop(self.counters.errors.fetch_add(1, Ordering::Relaxed)),
+            }
+        }
+        Ok(held)
+    }
+
+    /// Commits `--commit-percent` of the holds and releases the rest.
+    async fn finish(
+        &mut self,
+        connection: &mut Connection,
+        held: Vec<(String, u64)>,
+        latencies: &mut Histogram<u64>,
+    ) -> anyhow::Result<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let decisions: Vec<(String, u64, bool)> =
+            held.into_iter().map(|(id, units)| (id, units, self.next(100) < self.args.commit_percent)).collect();
+        let started = Instant::now();
+        let statuses: Vec<StatusCode> = if self.args.batch == 1 {
+            let (id, _, commit) = &decisions[0];
+            let path = format!("/v1/reservations/{id}/{}", if *commit { "commit" } else { "release" });
+            vec![connection.send(Method::POST, &path, Some(Bytes::from_static(b"{}"))).await?.status]
+        } else {
+            let ops: Vec<Value> = decisions
+                .iter()
+                .map(|(id, _, commit)| json!({"op": if *commit { "commit" } else { "release" }, "id": id}))
+                .collect();
+            let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?.json()?;
+            answer["results"]
+                .as_array()
+                .context("results")?
+                .iter()
+                .map(|r| {
+                    StatusCode::from_u16(r["status"].as_u64().unwrap_or(0) as u16)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                })
+                .collect()
+        };
+        latencies.saturating_record(started.elapsed().as_micros().max(1) as u64);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        for ((_, units, commit), status) in decisions.iter().zip(statuses) {
+            match status {
+                StatusCode::OK if *commit => drop(self.counters.committed_units.fetch_add(*units, Ordering::Relaxed)),
+                StatusCode::OK => {}
+                _ => drop(self.counters.errors.fetch_add(1, Ordering::Relaxed)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn report(
+    args: &LoadgenArgs,
+    counters: &Counters,
+    latencies: &Histogram<u64>,
+    elapsed: Duration,
+    units_before: u64,
+    (on_hand, reserved): (u64, u64),
+) -> anyhow::Result<()> {
+    let seconds = elapsed.as_secs_f64();
+    let holds = counters.holds.load(Ordering::Relaxed);
+    let committed = counters.committed_units.load(Ordering::Relaxed);
+    let sold = units_before - on_hand;
+    // Every unit sold belongs to an acknowledged commit (a commit that
+    // failed with an error may or may not have been applied).
+    let errors = counters.errors.load(Ordering::Relaxed);
+    let oversell_ok = on_hand >= reserved && if errors == 0 { sold == committed } else { sold >= committed };
+    let summary = json!({
+        "scenario": format!("{:?}", args.scenario),
+        "connections": args.connections,
+        "batch": args.batch,
+        "rate_target": args.rate,
+        "seconds": seconds,
+        "holds": holds,
+        "holds_per_second": holds as f64 / seconds,
+        "requests": counters.requests.load(Ordering::Relaxed),
+        "requests_per_second": counters.requests.load(Ordering::Relaxed) as f64 / seconds,
+        "refused": counters.refused.load(Ordering::Relaxed),
+        "busy": counters.busy.load(Ordering::Relaxed),
+        "errors": counters.errors.load(Ordering::Relaxed),
+        "latency_us": {
+            "p50": latencies.value_at_quantile(0.50), "p90": latencies.value_at_quantile(0.90),
+            "p99": latencies.value_at_quantile(0.99), "p999": latencies.value_at_quantile(0.999), "max": latencies.max(),
+        },
+        "units_sold": sold,
+        "units_committed": committed,
+        "units_reserved": reserved,
+        "oversell_check": if oversell_ok { "passed" } else { "FAILED" },
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{:?}: {holds} holds in {seconds:.1} s = {:.0} holds/s over {} connections (batch {}); {:.0} requests/s",
+            args.scenario,
+            holds as f64 / seconds,
+            args.connections,
+            args.batch,
+            summary["requests_per_second"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "request latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+            latencies.value_at_quantile(0.5),
+            latencies.value_at_quantile(0.9),
+            latencies.value_at_quantile(0.99),
+            latencies.value_at_quantile(0.999),
+            latencies.max()
+        );
+        println!(
+            "refused {} busy {} errors {}; units sold {sold}, commits acknowledged {committed}: oversell check {}",
+            counters.refused.load(Ordering::Relaxed),
+            counters.busy.load(Ordering::Relaxed),
+            counters.errors.load(Ordering::Relaxed),
+            summary["oversell_check"].as_str().unwrap_or("")
+        );
+    }
+    if !oversell_ok {
+        bail!("OVERSELL CHECK FAILED: sold {sold} units, {committed} commits acknowledged");
+    }
+    Ok(())
+}

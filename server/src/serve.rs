@@ -1,0 +1,140 @@
+//! `stockd serve`: binds first (so `/healthz` answers and the log says
+//! where), recovers the data directory (a progress bar past one second;
+//! `/readyz` answers 503 until done), then serves the API until SIGTERM or
+//! SIGINT: stop accepting, finish requests in flight, drain the shards,
+//! sync the WAL, exit 0. A storage failure stops the process at once with
+//! exit code 3: nothing more may be acknowledged and a failed fsync is
+//! never retried.
+
+use crate::config::Config;
+use crate::http::auth::Tokens;
+use crate::http::{self, AppState};
+use crate::listener::{tls_acceptor, Listener};
+use crate::progress::with_recovery_bar;
+use anyhow::Context;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use stockd_engine::{Engine, FsyncPolicy, RecoveryProgress, RecoveryReport, StoreConfig, SystemClock};
+
+/// Exit code after a storage failure.
+pub const EXIT_STORAGE_FAILED: i32 = 3;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.fsync == FsyncPolicy::Never {
+        tracing::warn!("fsync is OFF (--fsync never): a crash loses acknowledged reservations; benchmarks only");
+    }
+    if config.tokens.is_empty() {
+        tracing::warn!("no tokens configured: authentication is off (loopback or --insecure-no-auth)");
+    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let state = AppState::new(Tokens::new(&config.tokens), config.limits);
+    let (router, _) = http::router(state.clone());
+    let tcp =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = Listener::new(tcp, config.connections_max, tls.clone())?;
+    let address = axum::serve::Listener::local_addr(&listener)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{address}");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let mut stop = stop;
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    let signals = tokio::spawn(shutdown_signal());
+
+    let engine = match recover(&config).await {
+        Ok((engine, report)) => {
+            log_recovery(&report);
+            state.set_engine(Arc::clone(&engine), report.elapsed);
+            engine
+        }
+        Err(error) => {
+            let _ = stop_tx.send(true);
+            return Err(error);
+        }
+    };
+    tokio::spawn(watch_for_storage_failure(Arc::clone(&engine)));
+    tracing::info!("ready");
+
+    signals.await.context("waiting for a signal")?;
+    tracing::info!("stopping: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    server.await.context("the server task")??;
+    tracing::info!("draining the shards and syncing the WAL");
+    tokio::task::spawn_blocking(move || engine.shutdown()).await.context("the engine shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn recover(config: &Config) -> anyhow::Result<(Arc<Engine>, RecoveryReport)> {
+    let store = StoreConfig {
+        fsync: config.fsync,
+        segment_bytes_max: config.segment_bytes_max,
+        snapshot_every_bytes: config.snapshot_every_bytes,
+        ..StoreConfig::new(&config.data_dir)
+    };
+    let (engine_config, data_dir) = (config.engine, config.data_dir.clone());
+    tracing::info!(data_dir = %data_dir.display(), shards = engine_config.shards, "recovering");
+    let progress = Arc::new(RecoveryProgress::default());
+    let opened = tokio::task::spawn_blocking(move || {
+        with_recovery_bar(&progress, || Engine::open(engine_config, store, Arc::new(SystemClock), &progress))
+    })
+    .await
+    .context("the recovery task")?;
+    let (engine, report) = opened.with_context(|| format!("recovering {}", data_dir.display()))?;
+    Ok((Arc::new(engine), report))
+}
+
+fn log_recovery(report: &RecoveryReport) {
+    for shard in &report.shards {
+        if let Some((path, offset, reason)) = &shard.torn_tail {
+            tracing::warn!(shard = shard.shard, file = %path.display(), offset, reason, "cut a torn record from the WAL tail");
+        }
+        if let Some(path) = &shard.discarded_segment {
+            tracing::warn!(shard = shard.shard, file = %path.display(), "removed a segment whose creation never completed");
+        }
+        tracing::info!(
+            shard = shard.shard,
+            snapshot_lsn = shard.snapshot_lsn.unwrap_or(0),
+            records_replayed = shard.records_replayed,
+            next_lsn = shard.next_lsn,
+            skus = shard.skus,
+            holds = shard.holds,
+            "recovered shard"
+        );
+    }
+    tracing::info!(
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        reconciled_cart_parts = report.reconciled,
+        "recovered {} records",
+        report.shards.iter().map(|shard| shard.records_replayed).sum::<u64>()
+    );
+}
+
+/// The process stops after any storage failure: nothing more is acknowledged.
+async fn watch_for_storage_failure(engine: Arc<Engine>) {
+    loop {
+        if let Some(reason) = engine.failure() {
+            tracing::error!(%reason, "storage failed: stopping without acknowledging anything more; restart to recover");
+            std::process::exit(EXIT_STORAGE_FAILED);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a process can listen for SIGTERM");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
