@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API on a data directory (recovering it first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run an in-process flash sale and report throughput, latency and the oversell check.
     Demo(crate::demo::DemoArgs),
     /// Drive a running server with a flash sale over HTTP.
@@ -38,7 +38,7 @@ pub fn main() -> anyhow::Result<i32> {
     init_logs();
     match cli.command {
         Command::Serve(args) => {
-            let config = Config::resolve(args)?;
+            let config = Config::resolve(*args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(crate::serve::run(config))?;
             Ok(0)

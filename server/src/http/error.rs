@@ -13,12 +13,13 @@ use stockd_engine::Rejection;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    /// Boxed: errors travel in `Result`s on every request path.
+    pub body: Box<ErrorBody>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, body: ErrorBody::new(code, message) }
+        ApiError { status, body: Box::new(ErrorBody::new(code, message)) }
     }
 
     pub fn not_found() -> ApiError {
@@ -50,7 +51,7 @@ impl ApiError {
             Rejection::UnknownSku { sku } | Rejection::DuplicateSku { sku } => body.sku = Some(sku.to_string()),
             _ => {}
         }
-        ApiError { status, body }
+        ApiError { status, body: Box::new(body) }
     }
 }
 
@@ -82,7 +83,7 @@ pub fn status_of(rejection: &Rejection) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
+        let mut response = (self.status, Json(*self.body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Busy queues drain in milliseconds; a second is a polite floor.
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

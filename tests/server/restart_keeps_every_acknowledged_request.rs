@@ -1,0 +1,154 @@
+//! The real server under HTTP load, stopped two ways, then checked by
+//! opening its data directory: every request it acknowledged is there.
+//!
+//! - SIGTERM during load: the server stops accepting, finishes what is in
+//!   flight, drains the shards, syncs the WAL and exits 0.
+//! - kill -9 during load, round after round on the same directory.
+//!
+//! The shoppers report what they try and what was acknowledged in the
+//! crash tests' format; `common::verify` is the same oracle as the engine
+//! crash loop's (acknowledged holds and decisions present, carts whole,
+//! refusals leave nothing, units conserved, nothing oversold).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod support;
+
+use common::{stock_up, verify, Knowledge, Rng, ADMIN_SKU, SKUS};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use stockd_engine::{Engine, EngineConfig, StoreConfig, SystemClock};
+use stockd_server::client::Connection;
+use support::Server;
+
+const SHARDS: usize = 3;
+const SHOPPERS: u64 = 6;
+
+fn open(dir: &Path) -> Engine {
+    let config = EngineConfig { shards: SHARDS, ..EngineConfig::default() };
+    Engine::open(config, StoreConfig::new(dir), Arc::new(SystemClock), &Default::default()).expect("recovers").0
+}
+
+fn start(dir: &Path) -> Server {
+    Server::start(dir, &["--shards", "3", "--segment-bytes-max", "1048576", "--snapshot-every-bytes", "262144"])
+}
+
+/// Reserves, commits and releases over HTTP until the server goes away,
+/// reporting every try and acknowledgement.
+async fn shop(server_address: std::net::SocketAddr, prefix: String, seed: u64, knowledge: Arc<Mutex<Knowledge>>) {
+    let report = |line: String| knowledge.lock().unwrap().learn(&line);
+    let Ok(mut connection) = Connection::open(server_address, None).await else { return };
+    let mut rng = Rng(seed);
+    for n in 0.. {
+        let id = format!("{prefix}-{n}");
+        let mut lines = BTreeMap::new();
+        for _ in 0..1 + rng.below(3) {
+            lines.insert(rng.below(SKUS as u64) as usize, 1 + rng.below(3));
+        }
+        let text: Vec<String> = lines.iter().map(|(s, q)| format!("{s}:{q}")).collect();
+        report(format!("TRY RESERVE {id} {}", text.join(",")));
+        let body = json!({"id": id, "lines": lines.iter().map(|(s, q)| json!({"sku": format!("sku-{s}"), "qty": q})).collect::<Vec<_>>(), "ttl_ms": 3_600_000});
+        match connection.json(Method::POST, "/v1/reservations", &body).await {
+            Ok(answer) if answer.status == StatusCode::CREATED => report(format!("ACK HELD {id}")),
+            Ok(answer) if answer.status == StatusCode::CONFLICT => {
+                report(format!("ACK REFUSED {id}"));
+                continue;
+            }
+            // Stopping (503), or the connection is gone: the outcome is unknown.
+            _ => return,
+        }
+        let decision = match rng.below(4) {
+            0 | 1 => "committed",
+            2 => "released",
+            _ => continue,
+        };
+        report(format!("TRY {decision} {id}"));
+        let path = format!("/v1/reservations/{id}/{}", if decision == "committed" { "commit" } else { "release" });
+        match connection.send(Method::POST, &path, None).await {
+            Ok(answer) if answer.status == StatusCode::OK => report(format!("ACK {decision} {id}")),
+            _ => return,
+        }
+    }
+}
+
+async fn adjust(server_address: std::net::SocketAddr, knowledge: Arc<Mutex<Knowledge>>) {
+    let Ok(mut connection) = Connection::open(server_address, None).await else { return };
+    loop {
+        knowledge.lock().unwrap().learn("TRY ADJUST");
+        match connection.json(Method::POST, &format!("/v1/skus/{ADMIN_SKU}/adjust"), &json!({"delta": 1})).await {
+            Ok(answer) if answer.status == StatusCode::OK => {
+                let on_hand = answer.json().unwrap()["on_hand"].as_u64().unwrap();
+                knowledge.lock().unwrap().learn(&format!("ACK ADJUSTED {on_hand}"));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Starts the load; returns its tasks.
+fn load(server: &Server, round: u64, knowledge: &Arc<Mutex<Knowledge>>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = (0..SHOPPERS)
+        .map(|shopper| {
+            tokio::spawn(shop(
+                server.address,
+                format!("r{round}-s{shopper}"),
+                0xdead_beef ^ (round << 8) ^ shopper,
+                Arc::clone(knowledge),
+            ))
+        })
+        .collect();
+    tasks.push(tokio::spawn(adjust(server.address, Arc::clone(knowledge))));
+    tasks
+}
+
+/// Waits (bounded) until the load has `acks` acknowledgements.
+async fn wait_for_acks(knowledge: &Arc<Mutex<Knowledge>>, acks: usize) {
+    let holds = || knowledge.lock().unwrap().acknowledged_holds();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while holds() < acks {
+        assert!(tokio::time::Instant::now() < deadline, "the load stalled at {} holds", holds());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_exits_0_and_keeps_every_acknowledged_request() {
+    let dir = tempfile::tempdir().unwrap();
+    stock_up(&open(dir.path()));
+    let knowledge = Arc::new(Mutex::new(Knowledge::default()));
+    let server = start(dir.path());
+    let tasks = load(&server, 0, &knowledge);
+    wait_for_acks(&knowledge, 300).await;
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(status.success(), "a graceful stop exits 0, not {status}");
+    for task in tasks {
+        task.await.expect("a shopper panicked");
+    }
+    let engine = open(dir.path());
+    let knowledge = knowledge.lock().unwrap();
+    verify(&engine, &knowledge, "after SIGTERM");
+    assert!(knowledge.acknowledged_holds() >= 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_load_keeps_every_acknowledged_request() {
+    let dir = tempfile::tempdir().unwrap();
+    stock_up(&open(dir.path()));
+    let knowledge = Arc::new(Mutex::new(Knowledge::default()));
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for round in 0..6 {
+        let server = start(dir.path());
+        let tasks = load(&server, round, &knowledge);
+        let before = knowledge.lock().unwrap().acknowledged_holds();
+        wait_for_acks(&knowledge, before + 20 + rng.below(400) as usize).await;
+        server.kill();
+        for task in tasks {
+            task.await.expect("a shopper panicked");
+        }
+        let engine = open(dir.path());
+        verify(&engine, &knowledge.lock().unwrap(), &format!("after kill -9 in round {round}"));
+    }
+}
