@@ -108,14 +108,13 @@ pub(crate) fn decode(payload: &[u8]) -> Result<(u64, Command), String> {
         }
         ArchivedLoggedCommand::Reserve { id, fingerprint, lines, expires_at_ms, forget_at_ms, home, participants } => {
             check(lines.len() <= LINES_MAX, "too many lines")?;
-            let lines = lines
-                .iter()
-                .map(|line| {
-                    let qty = line.qty.to_native();
-                    check((1..=QTY_MAX).contains(&qty), "qty out of range")?;
-                    Ok(CartLine { sku: sku_of(&line.sku)?, qty })
-                })
-                .collect::<Result<Vec<_>, String>>()?;
+            let mut decoded = Vec::with_capacity(lines.len());
+            for line in lines.iter() {
+                let qty = line.qty.to_native();
+                check((1..=QTY_MAX).contains(&qty), "qty out of range")?;
+                decoded.push(CartLine { sku: sku_of(&line.sku)?, qty });
+            }
+            let lines = decoded;
             let (home, participants) = (home.to_native(), participants.to_native());
             check(usize::from(home) < SHARDS_MAX && participants & (1 << home) != 0, "home outside the cart")?;
             let (expires_at_ms, forget_at_ms) = (expires_at_ms.to_native(), forget_at_ms.to_native());
