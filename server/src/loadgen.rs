@@ -2,10 +2,12 @@
 //! server over N keep-alive HTTP connections: each connection reserves
 //! (one request per hold, or `--batch` holds per `/v1/batch`), then commits
 //! `--commit-percent` of what it held and releases the rest. It prints
-//! holds per second, request latency percentiles (hdrhistogram, measured
-//! from each request's intended start when `--rate` paces the load, so a
-//! stall is not hidden), and ends with the oversell check against the
-//! server's own counts: units sold must equal the commits acknowledged.
+//! holds per second, request latency percentiles (hdrhistogram, from the
+//! moment each request is sent), and, when `--rate` paces the load, how late
+//! each send was against its schedule (a server stall shows there: tokio's
+//! timer has 1 ms resolution, so the schedule itself jitters by up to 1 ms).
+//! It ends with the oversell check against the server's own counts: units
+//! sold must equal the commits acknowledged.
 //!
 //! Scenarios: `hot-sku` (every hold on one SKU), `uniform` (one of `--skus`
 //! SKUs at random), `carts` (2-4 lines over many SKUs: cross-shard).
@@ -50,6 +52,10 @@ pub struct LoadgenArgs {
     /// Percent of holds committed; the rest are released.
     #[arg(long, default_value_t = 50)]
     pub commit_percent: u64,
+    /// Only reserve: leave every hold to expire (one request per hold, the
+    /// job a Redis reserve script does).
+    #[arg(long)]
+    pub hold_only: bool,
     /// SKUs of the uniform and carts scenarios.
     #[arg(long, default_value_t = 1_000_000)]
     pub skus: u64,
@@ -94,6 +100,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let before = stock_up(address, args.token.as_deref(), &prefix, skus, args.stock).await?;
     let counters = Arc::new(Counters::default());
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut lag = histogram.clone();
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let bar = progress_bar(args.duration, args.json);
     let mut workers = Vec::with_capacity(args.connections);
@@ -119,11 +126,12 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let elapsed = began.elapsed();
     bar.finish_and_clear();
     for worker in workers {
-        let latencies = worker.await.context("a connection task")??;
+        let (latencies, late) = worker.await.context("a connection task")??;
         histogram.add(latencies).context("merging latencies")?;
+        lag.add(late).context("merging send lag")?;
     }
     let after = read_units(address, args.token.as_deref(), &prefix, skus).await?;
-    report(&args, &counters, &histogram, elapsed, before, after)
+    report(&args, &counters, (&histogram, &lag), elapsed, before, after)
 }
 
 fn progress_bar(duration: f64, hidden: bool) -> ProgressBar {
@@ -220,7 +228,8 @@ impl Worker {
         }
     }
 
-    async fn run(mut self, deadline: Instant) -> anyhow::Result<Histogram<u64>> {
+    /// Runs until the deadline; returns (request latencies, send lag).
+    async fn run(mut self, deadline: Instant) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
         let mut connection = Connection::open(self.address, self.args.token.as_deref()).await?;
         let mut latencies = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
         // Open-loop pacing: each connection's share of --rate, in holds.
@@ -228,6 +237,7 @@ impl Worker {
             Duration::from_secs_f64(self.args.batch as f64 * self.args.connections as f64 / self.args.rate as f64)
         });
         let mut intended = Instant::now();
+        let mut lag = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
         let mut n = 0u64;
         while Instant::now() < deadline {
             if let Some(interval) = interval {
@@ -244,10 +254,13 @@ impl Worker {
                     (format!("{}-{n}", self.prefix), self.cart())
                 })
                 .collect();
-            let held = self.reserve(&mut connection, &carts, intended, &mut latencies).await?;
+            if interval.is_some() {
+                lag.saturating_record(intended.elapsed().as_micros().max(1) as u64);
+            }
+            let held = self.reserve(&mut connection, &carts, Instant::now(), &mut latencies).await?;
             self.finish(&mut connection, held, &mut latencies).await?;
         }
-        Ok(latencies)
+        Ok((latencies, lag))
     }
 
     /// Reserves the carts; returns the held ones with their unit count.
@@ -255,7 +268,7 @@ impl Worker {
         &mut self,
         connection: &mut Connection,
         carts: &[(String, Vec<(String, u64)>)],
-        intended: Instant,
+        sent: Instant,
         latencies: &mut Histogram<u64>,
     ) -> anyhow::Result<Vec<(String, u64)>> {
         let body = |id: &str, lines: &[(String, u64)]| json!({"id": id, "lines": lines.iter().map(|(sku, qty)| json!({"sku": sku, "qty": qty})).collect::<Vec<_>>()});
@@ -287,7 +300,7 @@ impl Worker {
                 })
                 .collect()
         };
-        latencies.saturating_record(intended.elapsed().as_micros().max(1) as u64);
+        latencies.saturating_record(sent.elapsed().as_micros().max(1) as u64);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut held = Vec::new();
         for ((id, lines), status) in carts.iter().zip(statuses) {
@@ -311,7 +324,7 @@ impl Worker {
         held: Vec<(String, u64)>,
         latencies: &mut Histogram<u64>,
     ) -> anyhow::Result<()> {
-        if held.is_empty() {
+        if held.is_empty() || self.args.hold_only {
             return Ok(());
         }
         let decisions: Vec<(String, u64, bool)> =
@@ -353,7 +366,7 @@ impl Worker {
 fn report(
     args: &LoadgenArgs,
     counters: &Counters,
-    latencies: &Histogram<u64>,
+    (latencies, lag): (&Histogram<u64>, &Histogram<u64>),
     elapsed: Duration,
     units_before: u64,
     (on_hand, reserved): (u64, u64),
@@ -371,6 +384,7 @@ fn report(
         "connections": args.connections,
         "batch": args.batch,
         "rate_target": args.rate,
+        "hold_only": args.hold_only,
         "seconds": seconds,
         "holds": holds,
         "holds_per_second": holds as f64 / seconds,
@@ -383,6 +397,7 @@ fn report(
             "p50": latencies.value_at_quantile(0.50), "p90": latencies.value_at_quantile(0.90),
             "p99": latencies.value_at_quantile(0.99), "p999": latencies.value_at_quantile(0.999), "max": latencies.max(),
         },
+        "send_lag_us": {"p50": lag.value_at_quantile(0.50), "p99": lag.value_at_quantile(0.99), "max": lag.max()},
         "units_sold": sold,
         "units_committed": committed,
         "units_reserved": reserved,
@@ -407,6 +422,14 @@ fn report(
             latencies.value_at_quantile(0.999),
             latencies.max()
         );
+        if args.rate > 0 {
+            println!(
+                "sends behind schedule us: p50 {} p99 {} max {}",
+                lag.value_at_quantile(0.5),
+                lag.value_at_quantile(0.99),
+                lag.max()
+            );
+        }
         println!(
             "refused {} busy {} errors {}; units sold {sold}, commits acknowledged {committed}: oversell check {}",
             counters.refused.load(Ordering::Relaxed),

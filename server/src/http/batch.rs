@@ -6,13 +6,14 @@
 use crate::http::auth::{forbidden, Caller, Role};
 use crate::http::convert;
 use crate::http::error::ApiError;
-use crate::http::json::AppJson;
-use crate::http::types::{BatchBody, BatchOp, BatchResult, BatchResults, ErrorBody, LineBody};
+use crate::http::json::json_body;
+use crate::http::types::{BatchBody, BatchOp, BatchResult, BatchResults, ErrorBody, LineBody, RawBatch, ResultBody};
 use crate::http::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Serialize;
 use stockd_engine::{Outcome, Request, Sku};
 
 /// How to answer an op once the engine has.
@@ -28,13 +29,19 @@ enum Answer {
     request_body = BatchBody,
     responses(
         (status = 200, body = BatchResults, description = "one result per op, in order"),
+        (status = 400, body = ErrorBody, description = "malformed_json"),
+        (status = 415, body = ErrorBody, description = "unsupported_media_type"),
         (status = 413, body = ErrorBody, description = "payload_too_large (1 MiB)"),
         (status = 422, body = ErrorBody, description = "batch_too_large, invalid_body")))]
 pub async fn batch(
     State(state): State<AppState>,
     Extension(Caller(role)): Extension<Caller>,
-    AppJson(body): AppJson<BatchBody>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResults>, ApiError> {
+    let bytes = bytes
+        .map_err(|rejection| ApiError::from(axum::extract::rejection::JsonRejection::BytesRejection(rejection)))?;
+    let body: RawBatch<'_> = json_body(&headers, &bytes)?;
     let ops_max = state.limits().batch_ops_max;
     if body.ops.len() > ops_max {
         let message = format!("{} ops; a batch holds at most {ops_max}", body.ops.len());
@@ -44,8 +51,8 @@ pub async fn batch(
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(body.ops.len());
     let mut requests = Vec::with_capacity(body.ops.len());
     let mut answers = Vec::with_capacity(body.ops.len());
-    for value in body.ops {
-        match plan(value, role) {
+    for raw in body.ops {
+        match plan(raw.get(), role) {
             Ok((request, answer)) => {
                 requests.push(request);
                 answers.push((results.len(), answer));
@@ -62,8 +69,8 @@ pub async fn batch(
 }
 
 /// Parses, authorises and validates one op.
-fn plan(value: serde_json::Value, role: Role) -> Result<(Request, Answer), ApiError> {
-    let op: BatchOp = serde_json::from_value(value)
+fn plan(text: &str, role: Role) -> Result<(Request, Answer), ApiError> {
+    let op: BatchOp = serde_json::from_str(text)
         .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", error.to_string()))?;
     let needed = match op {
         BatchOp::SetStock { .. } | BatchOp::Adjust { .. } => Role::Admin,
@@ -99,25 +106,24 @@ fn plan(value: serde_json::Value, role: Role) -> Result<(Request, Answer), ApiEr
 }
 
 fn answer_op(answer: Answer, outcome: Outcome) -> BatchResult {
+    let ok = |body, replayed| BatchResult { status: StatusCode::OK.as_u16(), body, replayed };
     let answered = match answer {
-        Answer::Sku(sku) => convert::answer_sku(&sku, outcome).map(|body| ok(StatusCode::OK, body, false)),
+        Answer::Sku(sku) => convert::answer_sku(&sku, outcome).map(|body| ok(ResultBody::Sku(body), false)),
         Answer::Reserve { id, lines } => {
-            convert::answer_reserve(&id, lines, outcome).map(|(status, body, replayed)| ok(status, body, replayed))
+            convert::answer_reserve(&id, lines, outcome).map(|(status, body, replayed)| BatchResult {
+                status: status.as_u16(),
+                body: ResultBody::Reservation(body),
+                replayed,
+            })
         }
-        Answer::Decision => convert::answer_decision(outcome).map(|body| ok(StatusCode::OK, body, false)),
-        Answer::Reservation => convert::answer_reservation(outcome).map(|body| ok(StatusCode::OK, body, false)),
+        Answer::Decision => convert::answer_decision(outcome).map(|body| ok(ResultBody::Decision(body), false)),
+        Answer::Reservation => {
+            convert::answer_reservation(outcome).map(|body| ok(ResultBody::Reservation(body), false))
+        }
     };
     answered.unwrap_or_else(error_result)
 }
 
-fn ok(status: StatusCode, body: impl Serialize, replayed: bool) -> BatchResult {
-    BatchResult { status: status.as_u16(), body: serde_json::to_value(body).expect("bodies serialize"), replayed }
-}
-
 fn error_result(error: ApiError) -> BatchResult {
-    BatchResult {
-        status: error.status.as_u16(),
-        body: serde_json::to_value(error.body).expect("bodies serialize"),
-        replayed: false,
-    }
+    BatchResult { status: error.status.as_u16(), body: ResultBody::Error(error.body), replayed: false }
 }

@@ -49,6 +49,32 @@ where
     }
 }
 
+/// Parses a JSON body the edge has read whole, with the same codes as
+/// `AppJson` (for bodies parsed by borrowing from their bytes).
+pub fn json_body<'a, T: serde::Deserialize<'a>>(
+    headers: &axum::http::HeaderMap,
+    bytes: &'a [u8],
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", error.to_string())
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", error.to_string()),
+    })
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
         let (status, code) = match &rejection {

@@ -14,16 +14,18 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 use stockd_engine::stats::HistogramReading;
 
+// Labels borrow static strings (routes and methods are a closed set, see
+// `observe`): recording a request allocates nothing once its series exists.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,10 +55,9 @@ impl Metrics {
         Metrics { registry, requests, latency }
     }
 
-    pub fn record(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let labels = RequestLabels { route: route.to_owned(), method: method.to_owned(), status };
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
+    pub fn record(&self, route: &'static str, method: &'static str, status: u16, seconds: f64) {
+        self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
+        self.latency.get_or_create(&RouteLabels { route }).observe(seconds);
     }
 
     /// The exposition text: HTTP metrics, then the engine's.

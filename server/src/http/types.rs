@@ -173,19 +173,39 @@ pub enum BatchOp {
     },
 }
 
+/// `POST /v1/batch` as parsed: each op stays raw JSON until it is parsed
+/// on its own (so one bad op cannot spoil the others), borrowed from the
+/// request body (no copy, no `Value` tree).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch<'a> {
+    #[serde(borrow)]
+    pub ops: Vec<&'a serde_json::value::RawValue>,
+}
+
 /// The answer to a batch: one result per op, in order.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchResults {
     pub results: Vec<BatchResult>,
 }
 
 /// What the single endpoint would have answered.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchResult {
     pub status: u16,
     #[schema(value_type = Object)]
-    pub body: serde_json::Value,
+    pub body: ResultBody,
     /// True when a reserve was answered from its first time (idempotent replay).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+}
+
+/// The body a batch op's endpoint would have answered.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ResultBody {
+    Sku(SkuBody),
+    Reservation(ReservationBody),
+    Decision(DecisionBody),
+    Error(Box<ErrorBody>),
 }
