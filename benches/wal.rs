@@ -13,7 +13,8 @@
 //! - `fsync`: p50/p99 of one fdatasync after 1 and after 256 records;
 //! - `latency`: acknowledgement p50/p99 of durable one-at-a-time reserves;
 //! - `replay`: records replayed per second by a restart;
-//! - `restart`: restart time with 10M SKUs behind a snapshot.
+//! - `restart`: restart time with 10M SKUs behind a snapshot;
+//! - `capture`: how long taking a snapshot pauses a shard with 1M and 5M holds.
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use std::path::Path;
@@ -267,6 +268,25 @@ fn report_restart() {
     println!("restart with 10M SKUs from a snapshot: {:.2} s (until ready to serve)", elapsed.as_secs_f64());
 }
 
+/// How long capturing a snapshot pauses a shard holding many reservations.
+fn report_capture() {
+    for reservations in [1_000_000usize, 5_000_000] {
+        let dir = bench_dir();
+        let no_snapshots =
+            StoreConfig { snapshot_every_bytes: u64::MAX, fsync: FsyncPolicy::Never, ..StoreConfig::new(dir.path()) };
+        let engine = durable_engine_with(1, no_snapshots);
+        for _ in 0..reservations / BATCH {
+            engine.submit_batch_blocking(requests().0);
+        }
+        futures::executor::block_on(engine.snapshot()).expect("snapshot");
+        let capture = engine.stats()[0].snapshot_capture_us.read();
+        println!(
+            "snapshot capture with {reservations} held reservations: the shard paused {:.0} ms",
+            capture.sum as f64 / capture.count.max(1) as f64 / 1e3
+        );
+    }
+}
+
 fn main() {
     let mut criterion = Criterion::default()
         .sample_size(10)
@@ -289,5 +309,8 @@ fn main() {
     }
     if selected("restart") {
         report_restart();
+    }
+    if selected("capture") {
+        report_capture();
     }
 }

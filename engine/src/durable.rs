@@ -74,6 +74,8 @@ pub(crate) struct Logged {
     snapshot_every_bytes: u64,
     bytes_at_last_snapshot: u64,
     snapshot_in_flight: Arc<AtomicBool>,
+    /// Size of the last snapshot written (set by the snapshot writer).
+    last_snapshot_bytes: Arc<AtomicU64>,
     shard_count: usize,
 }
 
@@ -90,6 +92,7 @@ impl Logged {
         let (recycle, recycled) = crossbeam_channel::bounded(8);
         let (snapshots, snapshot_inbox) = crossbeam_channel::unbounded();
         let snapshot_in_flight = Arc::new(AtomicBool::new(false));
+        let last_snapshot_bytes = Arc::new(AtomicU64::new(0));
         let syncer = {
             let (failure, stats) = (Arc::clone(&failure), Arc::clone(&stats));
             let run = move || run_syncer(job_inbox, target, fsync, failure, stats, snapshots, recycle);
@@ -103,6 +106,7 @@ impl Logged {
                 failure: Arc::clone(&failure),
                 stats: Arc::clone(&stats),
                 in_flight: Arc::clone(&snapshot_in_flight),
+                last_bytes: Arc::clone(&last_snapshot_bytes),
                 retain_from_lsn,
             };
             std::thread::Builder::new().name(format!("stockd-snap-{shard}")).spawn(move || writer.run(snapshot_inbox))
@@ -119,6 +123,7 @@ impl Logged {
             snapshot_every_bytes,
             bytes_at_last_snapshot,
             snapshot_in_flight,
+            last_snapshot_bytes,
             shard_count,
         }
     }
@@ -243,6 +248,7 @@ struct SnapshotWriter {
     failure: Arc<Failure>,
     stats: Arc<ShardStats>,
     in_flight: Arc<AtomicBool>,
+    last_bytes: Arc<AtomicU64>,
     retain_from_lsn: Arc<AtomicU64>,
 }
 
@@ -258,6 +264,7 @@ impl SnapshotWriter {
     fn write(&self, job: &SnapshotJob) -> PartOutcome {
         let lsn = job.image.lsn;
         let bytes = job.image.to_bytes().map_err(|reason| Rejection::StorageFailed { reason })?;
+        self.last_bytes.store(bytes.len() as u64, Ordering::Relaxed);
         let storage = self.storage.as_ref();
         let written = stockd_wal::write_snapshot(storage, &self.dir, self.shard, lsn, &bytes)
             .and_then(|_| stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, lsn))

@@ -144,6 +144,11 @@ impl Reservations {
         self.held
     }
 
+    /// Records stored.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// Records, and timers pending (real and stale), for metrics and tests.
     pub fn sizes(&self) -> (usize, usize) {
         (self.by_id.len(), self.timers.len())

@@ -411,7 +411,9 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
             }
         }
         if !snapshot_waiters.is_empty() || durability.wants_snapshot() {
+            let began = std::time::Instant::now();
             take_snapshot(&state, durability.as_ref(), now_ms, &mut snapshot_waiters, &mut done);
+            stats.snapshot_capture_us.record(began.elapsed().as_micros() as u64);
         }
         stats.record_turn(op_count, &state, carts.len());
         done = durability.end_batch(done);

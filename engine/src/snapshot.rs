@@ -86,27 +86,26 @@ impl ShardState {
             let (bytes, ends) = index.keys();
             (bytes.to_vec(), ends.to_vec())
         };
-        let mut lines = Vec::new();
-        let images = reservations
-            .iter()
-            .map(|record| {
-                let lines_start = lines.len() as u32;
-                lines.extend(record.lines.iter().map(|line| LineImage { slot: line.slot, qty: line.qty }));
-                ReservationImage {
-                    id: record.id.clone(),
-                    fingerprint: record.fingerprint,
-                    expires_at_ms: record.expires_at_ms,
-                    forget_at_ms: record.forget_at_ms,
-                    seq: record.seq,
-                    timer_due_ms: record.timer_due_ms.unwrap_or(NO_TIMER),
-                    state: state_code(record.state),
-                    home: record.home,
-                    participants: record.participants,
-                    lines_start,
-                    lines_len: record.lines.len() as u32,
-                }
-            })
-            .collect();
+        let count = reservations.len();
+        let mut lines = Vec::with_capacity(count);
+        let mut images = Vec::with_capacity(count);
+        images.extend(reservations.iter().map(|record| {
+            let lines_start = lines.len() as u32;
+            lines.extend(record.lines.iter().map(|line| LineImage { slot: line.slot, qty: line.qty }));
+            ReservationImage {
+                id: record.id.clone(),
+                fingerprint: record.fingerprint,
+                expires_at_ms: record.expires_at_ms,
+                forget_at_ms: record.forget_at_ms,
+                seq: record.seq,
+                timer_due_ms: record.timer_due_ms.unwrap_or(NO_TIMER),
+                state: state_code(record.state),
+                home: record.home,
+                participants: record.participants,
+                lines_start,
+                lines_len: record.lines.len() as u32,
+            }
+        }));
         StateImage {
             shard: self.shard(),
             lsn,
