@@ -169,10 +169,15 @@ impl Durability for Logged {
         self.failure.rejection()
     }
 
+    /// After `snapshot_every_bytes` of log, and at least twice the last
+    /// snapshot's size: capturing pauses the shard in proportion to its state
+    /// (~60 ns per reservation, measured), so a bigger state snapshots less
+    /// often and the pauses stay a small, constant share of time, while a
+    /// restart still replays at most about twice the state's size.
     fn wants_snapshot(&self) -> bool {
         let written = self.writer.counters().0 + self.writer.buffered_len() as u64;
-        written - self.bytes_at_last_snapshot >= self.snapshot_every_bytes
-            && !self.snapshot_in_flight.load(Ordering::Relaxed)
+        let threshold = self.snapshot_every_bytes.max(2 * self.last_snapshot_bytes.load(Ordering::Relaxed));
+        written - self.bytes_at_last_snapshot >= threshold && !self.snapshot_in_flight.load(Ordering::Relaxed)
     }
 
     fn last_lsn(&self) -> Option<u64> {
