@@ -254,3 +254,40 @@ mod tests {
         assert_eq!(decode(&buffer), Err("on_hand out of range".to_owned()));
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A payload the CRC let through but that is not ours (or damaged in
+        /// a way the CRC missed) is refused, never a panic.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut aligned = AlignedBytes::new();
+            aligned.extend_from_slice(&bytes);
+            let _ = decode(&aligned);
+        }
+
+        /// Every single flipped byte of a real payload decodes to an error
+        /// or to some valid command, never a panic.
+        #[test]
+        fn damaged_payloads_never_panic(at in 0usize..512, bit in 0u8..8) {
+            let part = ReservePart {
+                id: ReservationId::new("order-123456789012345678901234").unwrap(),
+                fingerprint: 42,
+                lines: vec![CartLine { sku: Sku::new("sku-long-enough-to-be-out-of-line").unwrap(), qty: 2 }],
+                expires_at_ms: 10,
+                forget_at_ms: 20,
+                home: 1,
+                participants: 0b11,
+            };
+            let mut buffer = AlignedBytes::new();
+            encode(&Command::Reserve(part), 5, &mut buffer);
+            let at = at % buffer.len();
+            buffer[at] ^= 1 << bit;
+            let _ = decode(&buffer);
+        }
+    }
+}

@@ -11,6 +11,19 @@ use crate::store::{check_manifest, recorded_shards, shard_dir, StoreError};
 use std::path::{Path, PathBuf};
 use stockd_wal::{list_segments, list_snapshots, read_snapshot, scan, Storage, WalError};
 
+/// A WAL payload as (shard time, command), or why it is not one (for
+/// tools and fuzzing: replay does the same).
+pub fn decode_payload(payload: &[u8]) -> Result<(u64, Command), String> {
+    codec::decode(payload)
+}
+
+/// Checks a snapshot payload the way a start would: it must restore to a
+/// state that keeps every invariant. Returns the SKU and reservation counts.
+pub fn check_snapshot_payload(payload: &[u8]) -> Result<(usize, usize), String> {
+    let state = ShardState::restore(crate::snapshot::access(payload)?)?;
+    Ok((state.sku_count(), state.reservation_sizes().0))
+}
+
 /// The shard count a data directory was created with.
 pub fn shard_count(storage: &dyn Storage, data_dir: &Path) -> Result<usize, StoreError> {
     recorded_shards(storage, data_dir)?.ok_or_else(|| StoreError::Manifest {

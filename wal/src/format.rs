@@ -301,3 +301,23 @@ mod tests {
         assert_eq!(parse_snapshot_file_name("snapshot-x.snap"), None);
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes at all: reading frames never panics, and a frame it
+        /// calls valid stays inside the input.
+        #[test]
+        fn reading_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2_048), at in 0usize..2_048) {
+            let at = at.min(bytes.len()) / RECORD_ALIGN * RECORD_ALIGN;
+            if let Frame::Record { payload, next, .. } = read_frame(&bytes, at) {
+                prop_assert!(at + RECORD_HEADER_LEN + payload.len() <= bytes.len() && next > at);
+            }
+            let _ = decode_segment_header(&bytes);
+            let _ = decode_snapshot(&bytes);
+        }
+    }
+}
