@@ -98,3 +98,19 @@ fn a_healthy_directory_verifies_clean() {
     let recovered = checks[0].recovered.as_ref().expect("healthy");
     assert_eq!((recovered.records_replayed, recovered.torn_tail.as_ref()), (20, None));
 }
+
+/// A data directory whose manifest names more shard directories than exist
+/// lost data (a directory entry that never reached the disk, an operator's
+/// rm): the start refuses instead of recovering that shard as empty.
+#[test]
+fn a_missing_shard_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreConfig { segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN, ..StoreConfig::new(dir.path()) };
+    let config = EngineConfig { shards: 2, ..EngineConfig::default() };
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    drop(Engine::open(config, store.clone(), clock.clone(), &Default::default()).unwrap());
+    std::fs::remove_dir_all(dir.path().join("shard-01")).unwrap();
+    let error =
+        Engine::open(config, store, clock, &Default::default()).err().expect("a missing shard must not start empty");
+    assert!(error.to_string().contains("shard-01") && error.to_string().contains("missing"), "{error}");
+}

@@ -149,7 +149,7 @@ impl Carts {
             } else if pending.queued.len() < CART_QUEUE_LEN_MAX {
                 pending.queued.push_back((request, waiter));
             } else {
-                turn.answer(waiter, Err(Rejection::Busy));
+                self.answer_when_settled(turn, &request.id, waiter, Err(Rejection::Busy));
             }
             return;
         }
@@ -158,11 +158,11 @@ impl Carts {
             return;
         }
         if let Err(refusal) = turn.batch.check_available(&request.home_lines) {
-            turn.answer(waiter, Err(refusal));
+            self.answer_when_settled(turn, &request.id, waiter, Err(refusal));
             return;
         }
         if self.pending.len() >= self.pending_max {
-            turn.answer(waiter, Err(Rejection::Busy));
+            self.answer_when_settled(turn, &request.id, waiter, Err(Rejection::Busy));
             return;
         }
         let CartRequest { id, fingerprint, home_lines, away, ttl_ms, participants } = request;

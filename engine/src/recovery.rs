@@ -18,7 +18,7 @@ use crate::durable::{Failure, LogSetup, Logged};
 use crate::engine::{Engine, EngineConfig, StoreHandles};
 use crate::snapshot;
 use crate::state::{ShardConfig, ShardState};
-use crate::store::{check_manifest, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
+use crate::store::{prepare_layout, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,7 +83,7 @@ impl Engine {
         let storage = Arc::clone(&store.storage);
         storage.create_dir_all(&store.data_dir).map_err(|e| WalError::io("create", &store.data_dir, e))?;
         let lock = if store.lock { Some(DirLock::acquire(&store.data_dir)?) } else { None };
-        check_manifest(storage.as_ref(), &store.data_dir, config.shards)?;
+        prepare_layout(storage.as_ref(), &store.data_dir, config.shards)?;
         let mut replayed = replay_all(storage.as_ref(), &store, config.shards, progress)?;
         let now_ms = replayed.iter().map(|shard| shard.now_ms).max().unwrap_or(0);
         let mut writers = Vec::with_capacity(config.shards);

@@ -286,6 +286,8 @@ pub(crate) struct Turn<'t, 's> {
     pub now_ms: u64,
     pub retention_ms: u64,
     pub me: u16,
+    /// A `Stop` was taken: no new cart starts (its parts could not finish).
+    pub stopping: bool,
     log: &'t mut dyn Durability,
     done: &'t mut Completion,
     many: &'t mut ManyReplies,
@@ -367,6 +369,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                 now_ms,
                 retention_ms,
                 me,
+                stopping,
                 log: durability.as_mut(),
                 done: &mut done,
                 many: &mut many,
@@ -387,10 +390,16 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                 for message in peers.drain(..) {
                     handle_peer(&mut turn, &mut carts, message);
                 }
+            } else {
+                // Nothing more is applied; do not let them pile up.
+                peers.clear();
             }
             for message in clients.drain(..) {
                 match (message, &failure) {
-                    (ClientMessage::Stop, _) => stopping = true,
+                    (ClientMessage::Stop, _) => {
+                        stopping = true;
+                        turn.stopping = true;
+                    }
                     (message, Some(rejection)) => refuse(message, rejection),
                     (message, None) => handle_client(&mut turn, &mut carts, message),
                 }
@@ -498,6 +507,7 @@ fn handle_op(turn: &mut Turn<'_, '_>, carts: &mut Carts, op: ClientOp, waiter: W
             let outcome = turn.apply(&Command::Reserve(part));
             turn.answer(waiter, outcome);
         }
+        ClientOp::ReserveCart(_) if turn.stopping => turn.answer(waiter, Err(Rejection::ShuttingDown)),
         ClientOp::ReserveCart(request) => carts.start(turn, request, waiter),
         ClientOp::Query(query) => {
             let outcome = turn.batch.query(&query);

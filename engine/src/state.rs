@@ -489,16 +489,17 @@ impl Batch<'_> {
                 }
             }
             ReservationState::Released => self.return_units(slot),
-            ReservationState::Expired => {
-                self.return_units(slot);
-                *self.state.expirations += 1;
-            }
+            ReservationState::Expired => self.return_units(slot),
             ReservationState::Held => unreachable!("finish never moves to Held"),
         }
         self.state.reservations.finish(slot, to);
         *self.state.mutations += 1;
         let record = self.state.reservations.get(slot);
         let me = self.state.shard;
+        // A cart expires once, at home (its parts follow).
+        if to == ReservationState::Expired && record.home == me {
+            *self.state.expirations += 1;
+        }
         if record.home == me && record.participants != 1 << me {
             self.state.notices.push(Notice { id: record.id.clone(), participants: record.participants, to });
         }

@@ -102,26 +102,53 @@ pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<
     }
 }
 
-/// Checks (or, in a new directory, records) the shard count.
-pub(crate) fn check_manifest(storage: &dyn Storage, data_dir: &Path, shards: usize) -> Result<(), StoreError> {
+/// Makes `data_dir` a data directory for `shards` shards, or checks that it
+/// is one: in a new directory the shard directories are created and made
+/// durable *before* the manifest, so "the manifest exists" implies "every
+/// shard directory does", and a missing one is refused (lost data), never
+/// silently recovered as empty.
+pub(crate) fn prepare_layout(storage: &dyn Storage, data_dir: &Path, shards: usize) -> Result<(), StoreError> {
+    storage.create_dir_all(data_dir).map_err(|e| WalError::io("create", data_dir, e))?;
+    if let Some(parent) = data_dir.parent() {
+        // The data directory's own entry survives a power cut too.
+        storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
+    }
     match recorded_shards(storage, data_dir)? {
-        Some(found) if found == shards => Ok(()),
-        Some(found) => Err(StoreError::ShardCountMismatch { path: data_dir.to_path_buf(), found, configured: shards }),
+        Some(found) if found != shards => {
+            Err(StoreError::ShardCountMismatch { path: data_dir.to_path_buf(), found, configured: shards })
+        }
+        Some(_) => match (0..shards).map(|shard| shard_dir(data_dir, shard)).find(|dir| !storage.exists(dir)) {
+            Some(missing) => Err(StoreError::Manifest {
+                path: missing,
+                reason: "this shard's directory is missing: data was lost; restore the directory from a backup".into(),
+            }),
+            None => Ok(()),
+        },
         None => {
-            let path = data_dir.join(MANIFEST);
-            let temp = data_dir.join(format!("{MANIFEST}.tmp"));
-            let text = format!("stockd data directory\nformat 1\nshards {shards}\n");
-            if storage.exists(&temp) {
-                storage.remove(&temp).map_err(|e| WalError::io("remove", &temp, e))?;
+            for shard in 0..shards {
+                let dir = shard_dir(data_dir, shard);
+                storage.create_dir_all(&dir).map_err(|e| WalError::io("create", &dir, e))?;
             }
-            let file = storage.create(&temp).map_err(|e| WalError::io("create", &temp, e))?;
-            file.write_at(0, text.as_bytes()).map_err(|e| WalError::io("write", &temp, e))?;
-            file.sync_data().map_err(|e| WalError::io("fsync", &temp, e))?;
-            storage.rename(&temp, &path).map_err(|e| WalError::io("rename", &temp, e))?;
             storage.sync_dir(data_dir).map_err(|e| WalError::io("fsync directory", data_dir, e))?;
-            Ok(())
+            write_manifest(storage, data_dir, shards)
         }
     }
+}
+
+/// Records the shard count (atomically: temp, fsync, rename, fsync).
+pub(crate) fn write_manifest(storage: &dyn Storage, data_dir: &Path, shards: usize) -> Result<(), StoreError> {
+    let path = data_dir.join(MANIFEST);
+    let temp = data_dir.join(format!("{MANIFEST}.tmp"));
+    let text = format!("stockd data directory\nformat 1\nshards {shards}\n");
+    if storage.exists(&temp) {
+        storage.remove(&temp).map_err(|e| WalError::io("remove", &temp, e))?;
+    }
+    let file = storage.create(&temp).map_err(|e| WalError::io("create", &temp, e))?;
+    file.write_at(0, text.as_bytes()).map_err(|e| WalError::io("write", &temp, e))?;
+    file.sync_data().map_err(|e| WalError::io("fsync", &temp, e))?;
+    storage.rename(&temp, &path).map_err(|e| WalError::io("rename", &temp, e))?;
+    storage.sync_dir(data_dir).map_err(|e| WalError::io("fsync directory", data_dir, e))?;
+    Ok(())
 }
 
 /// An exclusive `flock` on `DATA_DIR/LOCK`, released when dropped (or when

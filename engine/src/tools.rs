@@ -7,7 +7,7 @@ use crate::command::Command;
 use crate::recovery::{replay_shard, RecoveryProgress, ShardRecovery};
 use crate::snapshot::StateImage;
 use crate::state::{ShardConfig, ShardState};
-use crate::store::{check_manifest, recorded_shards, shard_dir, StoreError};
+use crate::store::{recorded_shards, shard_dir, write_manifest, StoreError};
 use std::path::{Path, PathBuf};
 use stockd_wal::{list_segments, list_snapshots, read_snapshot, scan, Storage, WalError};
 
@@ -134,14 +134,18 @@ pub fn replay_into(
     bound: ReplayBound,
 ) -> Result<Vec<u64>, StoreError> {
     let shards = shard_count(storage, source)?;
-    if storage.exists(target) && !storage.list(target).map_err(|e| WalError::io("list", target, e))?.is_empty() {
+    // A fresh target only: anything already there (a manifest, shard
+    // directories with old segments) could mix into the replayed state.
+    if storage.exists(target) {
         return Err(StoreError::Manifest {
             path: target.to_path_buf(),
-            reason: "the target directory must be new or empty".into(),
+            reason: "the target must not exist yet".into(),
         });
     }
     storage.create_dir_all(target).map_err(|e| WalError::io("create", target, e))?;
-    check_manifest(storage, target, shards)?;
+    if let Some(parent) = target.parent() {
+        storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
+    }
     let mut stopped_at = Vec::with_capacity(shards);
     for shard in 0..shards as u16 {
         let (state, lsn, now_ms) = replay_bounded(storage, source, shard, bound)?;
@@ -153,6 +157,9 @@ pub fn replay_into(
         stockd_wal::write_snapshot(storage, &dir, shard, lsn, &bytes)?;
         stopped_at.push(lsn);
     }
+    // Last: a target with a manifest is complete (an interrupted replay
+    // leaves none, and nothing starts on it half-made).
+    write_manifest(storage, target, shards)?;
     Ok(stopped_at)
 }
 
@@ -168,8 +175,11 @@ fn replay_bounded(
     let (mut state, mut lsn, mut now_ms) = match list_snapshots(storage, &dir)?.into_iter().next() {
         Some(newest) => {
             let loaded = read_snapshot(storage, &newest.path)?;
-            let image = crate::snapshot::access(loaded.payload())
-                .map_err(|reason| StoreError::Snapshot { path: newest.path.clone(), reason })?;
+            let unusable = |reason: String| StoreError::Snapshot { path: newest.path.clone(), reason };
+            if loaded.header.shard != shard || loaded.header.lsn != newest.lsn {
+                return Err(unusable("the header names another shard or LSN".into()));
+            }
+            let image = crate::snapshot::access(loaded.payload()).map_err(unusable)?;
             let within = match bound {
                 ReplayBound::End => true,
                 ReplayBound::Lsn(limit) => newest.lsn <= limit,

@@ -103,6 +103,77 @@ pub fn shop(
     Ok(())
 }
 
+/// Like `shop`, `batch` carts at a time through `submit_batch` (one batch
+/// spans several pages of the log), then their commits and releases as one
+/// more batch.
+pub fn shop_batched(
+    engine: &Engine,
+    prefix: &str,
+    rng: &mut Rng,
+    rounds: usize,
+    batch: usize,
+    report: &mut dyn FnMut(String),
+) -> Result<(), Stopped> {
+    for round in 0..rounds {
+        let mut carts = Vec::with_capacity(batch);
+        for n in 0..batch {
+            let id = format!("{prefix}-{round}-{n}");
+            let mut lines = BTreeMap::new();
+            for _ in 0..1 + rng.below(3) {
+                lines.insert(rng.below(SKUS as u64) as usize, 1 + rng.below(3) as u32);
+            }
+            let text: Vec<String> = lines.iter().map(|(s, q)| format!("{s}:{q}")).collect();
+            report(format!("TRY RESERVE {id} {}", text.join(",")));
+            carts.push((id, lines));
+        }
+        let requests = carts
+            .iter()
+            .map(|(id, lines)| {
+                let lines = lines.iter().map(|(&s, &qty)| CartLine { sku: sku(s), qty }).collect();
+                Request::Reserve(ReserveRequest { id: ReservationId::new(id).unwrap(), lines, ttl_ms: Some(3_600_000) })
+            })
+            .collect();
+        let mut decisions = Vec::new();
+        for ((id, _), outcome) in carts.iter().zip(engine.submit_batch_blocking(requests)) {
+            match outcome {
+                Ok(Reply::Held(_)) => {
+                    report(format!("ACK HELD {id}"));
+                    match rng.below(3) {
+                        0 => decisions.push((id.clone(), ReservationState::Committed)),
+                        1 => decisions.push((id.clone(), ReservationState::Released)),
+                        _ => {}
+                    }
+                }
+                Err(Rejection::InsufficientStock { .. } | Rejection::Busy) => report(format!("ACK REFUSED {id}")),
+                Err(Rejection::StorageFailed { .. }) => return Err(Stopped::StorageFailed),
+                other => panic!("reserve {id}: {other:?}"),
+            }
+        }
+        for (id, state) in &decisions {
+            report(format!("TRY {} {id}", state.as_str()));
+        }
+        let requests = decisions
+            .iter()
+            .map(|(id, state)| {
+                let id = ReservationId::new(id).unwrap();
+                if *state == ReservationState::Committed {
+                    Request::Commit { id }
+                } else {
+                    Request::Release { id }
+                }
+            })
+            .collect();
+        for ((id, state), outcome) in decisions.iter().zip(engine.submit_batch_blocking(requests)) {
+            match outcome {
+                Ok(Reply::Committed | Reply::Released) => report(format!("ACK {} {id}", state.as_str())),
+                Err(Rejection::StorageFailed { .. }) => return Err(Stopped::StorageFailed),
+                other => panic!("{} {id}: {other:?}", state.as_str()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Adds 1 to the admin counter `ops` times, reporting each acknowledged count.
 pub fn adjust(engine: &Engine, ops: usize, report: &mut dyn FnMut(String)) -> Result<(), Stopped> {
     for _ in 0..ops {

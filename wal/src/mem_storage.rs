@@ -2,13 +2,20 @@
 //! real one (as TigerBeetle and fjall keep theirs). It tracks, per file, the
 //! bytes *written* (what reads see) and the bytes *durable* (as of the last
 //! successful `sync_data`), and per directory the entries visible and the
-//! entries durable (as of the last `sync_dir`). `crash` throws away
-//! everything not durable, exactly as a power cut would; `crash_torn` also
-//! keeps a prefix of the unsynced bytes, as a torn write would.
+//! entries durable (as of the last `sync_dir` of that directory; a directory
+//! is itself an entry of its parent).
+//!
+//! A power cut (`crash_with`) keeps the durable state and, as a real disk
+//! may, any subset of what was not yet durable: an unsynced directory entry
+//! may survive (with its durable contents, often none), and each 4 KiB page
+//! of unsynced data may or may not have reached the disk, independently of
+//! the others. `crash()` keeps nothing unsynced.
 //!
 //! Faults: `fail_sync_after(n)` / `fail_write_after(n)` make the n-th next
-//! call fail (and every later one, as a dead disk would). A failed sync
-//! makes nothing durable.
+//! call fail, and every later one (a dead disk); `fail_sync_once()` makes
+//! the next sync fail and drop the file's dirty pages while later syncs
+//! succeed, as Linux does after a writeback error (which is why a failed
+//! fsync must never be retried). Writes count renames and removals too.
 
 use crate::storage::{AlignedBytes, Storage, StorageFile};
 use parking_lot::Mutex;
@@ -16,6 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// A page of unsynced data reaches the disk whole or not at all.
+const PAGE: usize = 4096;
 
 #[derive(Default)]
 pub struct MemStorage {
@@ -25,6 +35,7 @@ pub struct MemStorage {
 #[derive(Default)]
 struct State {
     dirs: BTreeSet<PathBuf>,
+    durable_dirs: BTreeSet<PathBuf>,
     /// Visible entries: path -> file.
     visible: BTreeMap<PathBuf, Arc<MemFile>>,
     /// Durable entries: path -> file.
@@ -34,8 +45,11 @@ struct State {
 
 #[derive(Default)]
 struct Faults {
+    /// Power is gone: every write and sync fails until the crash.
+    frozen: bool,
     syncs_until_failure: Option<u64>,
     writes_until_failure: Option<u64>,
+    fail_next_sync_once: bool,
     syncs: u64,
     writes: u64,
 }
@@ -53,6 +67,14 @@ impl Faults {
             None => false,
         }
     }
+
+    fn write_fails(&mut self) -> bool {
+        Faults::fails(&mut self.writes_until_failure, &mut self.writes) || self.frozen
+    }
+
+    fn sync_fails(&mut self) -> bool {
+        Faults::fails(&mut self.syncs_until_failure, &mut self.syncs) || self.frozen
+    }
 }
 
 struct MemFile {
@@ -69,6 +91,10 @@ fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{} does not exist", path.display()))
 }
 
+fn is_root(path: &Path) -> bool {
+    path.parent().is_none()
+}
+
 impl MemStorage {
     pub fn new() -> Arc<MemStorage> {
         Arc::new(MemStorage::default())
@@ -80,10 +106,23 @@ impl MemStorage {
         self.state.lock().faults.syncs_until_failure = Some(n);
     }
 
-    /// The `n`-th next `write_at` fails, and every one after it.
+    /// The `n`-th next write (or rename, or removal) fails, and every one after it.
     pub fn fail_write_after(&self, n: u64) {
         assert!(n > 0);
         self.state.lock().faults.writes_until_failure = Some(n);
+    }
+
+    /// The next file sync fails and the file's unsynced bytes are lost;
+    /// later syncs succeed (Linux after a writeback error).
+    pub fn fail_sync_once(&self) {
+        self.state.lock().faults.fail_next_sync_once = true;
+    }
+
+    /// The power goes out now: every later write and sync fails (the
+    /// process may still be running, but nothing it does lands) until
+    /// `crash`/`crash_with` decides what the disk kept.
+    pub fn freeze(&self) {
+        self.state.lock().faults.frozen = true;
     }
 
     /// Syncs and writes attempted so far.
@@ -92,47 +131,60 @@ impl MemStorage {
         (state.faults.syncs, state.faults.writes)
     }
 
-    /// A power cut: only durable entries and durable bytes survive. Faults
-    /// are cleared (the machine comes back with a working disk).
+    /// A power cut that keeps only what was durable. Faults are cleared.
     pub fn crash(&self) {
-        self.crash_keeping(|_, _| 0);
+        self.crash_with(|_| false, |_, _| false);
     }
 
-    /// A power cut during a write: like `crash`, but for each file whose
-    /// written bytes differ from its durable bytes, `keep(file, span)`
-    /// chooses how many bytes of the differing span (first to last differing
-    /// byte) reached the disk anyway, from its start.
-    pub fn crash_torn(&self, mut keep: impl FnMut(&Path, usize) -> usize) {
-        self.crash_keeping(|path, span| keep(path, span).min(span));
-    }
-
-    fn crash_keeping(&self, mut keep: impl FnMut(&Path, usize) -> usize) {
+    /// A power cut: what was durable survives; `entry_survives(path)` says
+    /// whether an unsynced directory entry (a directory or a file) made it
+    /// anyway; `page_survives(path, page)` whether an unsynced 4 KiB page of
+    /// a surviving file did. Faults are cleared (the disk works again).
+    pub fn crash_with(
+        &self,
+        mut entry_survives: impl FnMut(&Path) -> bool,
+        mut page_survives: impl FnMut(&Path, usize) -> bool,
+    ) {
         let mut state = self.state.lock();
         state.faults = Faults::default();
-        state.visible = state.durable.clone();
-        for (path, file) in &state.visible {
-            let mut written = file.written.lock();
-            let durable = file.durable.lock();
-            let differs = |at: usize| written.get(at).copied().unwrap_or(0) != durable.get(at).copied().unwrap_or(0);
-            let len = written.len().max(durable.len());
-            let first_difference = (0..len).find(|&at| differs(at)).unwrap_or(len);
-            let last_difference = (0..len).rev().find(|&at| differs(at)).map_or(first_difference, |at| at + 1);
-            let span = last_difference - first_difference;
-            let kept = keep(path, span);
-            let mut survived = durable.clone();
-            if written.len() < survived.len() {
-                survived.truncate(written.len());
+        let unsynced_dirs: Vec<PathBuf> = state.dirs.difference(&state.durable_dirs).cloned().collect();
+        for dir in unsynced_dirs {
+            if entry_survives(&dir) {
+                state.durable_dirs.insert(dir);
             }
-            let end = (first_difference + kept).min(written.len());
-            if end > first_difference {
-                if survived.len() < end {
-                    survived.resize(end, 0);
-                }
-                survived[first_difference..end].copy_from_slice(&written[first_difference..end]);
-            }
-            *written = survived;
         }
-        // Files that were not in any durable directory entry are gone.
+        let durable_dirs = state.durable_dirs.clone();
+        let dir_survives = |path: &Path| path.ancestors().skip(1).all(|dir| is_root(dir) || durable_dirs.contains(dir));
+        state.dirs = durable_dirs.iter().filter(|dir| dir_survives(dir)).cloned().collect();
+        let mut survivors = state.durable.clone();
+        for (path, file) in &state.visible {
+            if !survivors.contains_key(path) && entry_survives(path) {
+                survivors.insert(path.clone(), Arc::clone(file));
+            }
+        }
+        survivors.retain(|path, _| dir_survives(path));
+        for (path, file) in &survivors {
+            let mut written = file.written.lock();
+            let mut durable = file.durable.lock();
+            // The durable bytes, plus the unsynced pages that made it (a page
+            // past the durable length extends the file only if it survived).
+            let mut survived = durable.clone();
+            survived.truncate(written.len());
+            for (page, bytes) in written.chunks(PAGE).enumerate() {
+                let at = page * PAGE;
+                let unsynced = durable.get(at..at + bytes.len()) != Some(bytes);
+                if unsynced && page_survives(path, page) {
+                    if survived.len() < at + bytes.len() {
+                        survived.resize(at + bytes.len(), 0);
+                    }
+                    survived[at..at + bytes.len()].copy_from_slice(bytes);
+                }
+            }
+            *written = survived.clone();
+            *durable = survived;
+        }
+        state.visible = survivors.clone();
+        state.durable = survivors;
     }
 
     fn file(&self, path: &Path) -> io::Result<Arc<MemFile>> {
@@ -145,6 +197,9 @@ impl Storage for MemStorage {
         let mut state = self.state.lock();
         for ancestor in dir.ancestors() {
             state.dirs.insert(ancestor.to_path_buf());
+            if is_root(ancestor) {
+                state.durable_dirs.insert(ancestor.to_path_buf());
+            }
         }
         Ok(())
     }
@@ -170,6 +225,9 @@ impl Storage for MemStorage {
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let mut state = self.state.lock();
+        if state.faults.frozen {
+            return Err(injected("create"));
+        }
         if state.visible.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
         }
@@ -200,6 +258,9 @@ impl Storage for MemStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
+        if state.faults.write_fails() {
+            return Err(injected("rename"));
+        }
         let file = state.visible.remove(from).ok_or_else(|| not_found(from))?;
         state.visible.insert(to.to_path_buf(), file);
         Ok(())
@@ -207,13 +268,16 @@ impl Storage for MemStorage {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
+        if state.faults.write_fails() {
+            return Err(injected("remove"));
+        }
         state.visible.remove(path).map(drop).ok_or_else(|| not_found(path))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         let faults = &mut state.faults;
-        if Faults::fails(&mut faults.syncs_until_failure, &mut faults.syncs) {
+        if faults.sync_fails() {
             return Err(injected("directory sync"));
         }
         let in_dir = |path: &PathBuf| path.parent() == Some(dir);
@@ -221,30 +285,35 @@ impl Storage for MemStorage {
         let entries: Vec<(PathBuf, Arc<MemFile>)> =
             state.visible.iter().filter(|(path, _)| in_dir(path)).map(|(p, f)| (p.clone(), Arc::clone(f))).collect();
         state.durable.extend(entries);
+        let subdirs: Vec<PathBuf> = state.dirs.iter().filter(|path| in_dir(path)).cloned().collect();
+        state.durable_dirs.extend(subdirs);
         Ok(())
     }
 }
 
 impl MemFile {
-    fn check(&self, sync: bool) -> io::Result<()> {
-        let Some(state) = self.state.upgrade() else { return Ok(()) };
+    /// Counts a call against the faults; `Some(drop)` when it must fail
+    /// (and, for a once-failing sync, whether the dirty pages are lost).
+    fn fault(&self, sync: bool) -> Option<bool> {
+        let state = self.state.upgrade()?;
         let mut state = state.lock();
         let faults = &mut state.faults;
-        let failed = if sync {
-            Faults::fails(&mut faults.syncs_until_failure, &mut faults.syncs)
-        } else {
-            Faults::fails(&mut faults.writes_until_failure, &mut faults.writes)
-        };
-        if failed {
-            return Err(injected(if sync { "fsync" } else { "write" }));
+        if !sync {
+            return faults.write_fails().then_some(false);
         }
-        Ok(())
+        if std::mem::take(&mut faults.fail_next_sync_once) {
+            faults.syncs += 1;
+            return Some(true);
+        }
+        faults.sync_fails().then_some(false)
     }
 }
 
 impl StorageFile for MemFile {
     fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.check(false)?;
+        if self.fault(false).is_some() {
+            return Err(injected("write"));
+        }
         let mut written = self.written.lock();
         let (start, end) = (offset as usize, offset as usize + bytes.len());
         if written.len() < end {
@@ -255,12 +324,24 @@ impl StorageFile for MemFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.check(true)?;
-        *self.durable.lock() = self.written.lock().clone();
-        Ok(())
+        match self.fault(true) {
+            Some(true) => {
+                // The kernel gave up on the dirty pages: they are gone.
+                *self.written.lock() = self.durable.lock().clone();
+                Err(injected("fsync"))
+            }
+            Some(false) => Err(injected("fsync")),
+            None => {
+                *self.durable.lock() = self.written.lock().clone();
+                Ok(())
+            }
+        }
     }
 
     fn set_len_allocated(&self, len: u64) -> io::Result<()> {
+        if self.fault(false).is_some() {
+            return Err(injected("truncate"));
+        }
         self.written.lock().resize(len as usize, 0);
         Ok(())
     }
@@ -274,6 +355,7 @@ mod tests {
         let storage = MemStorage::new();
         let dir = PathBuf::from("/data");
         storage.create_dir_all(&dir).unwrap();
+        storage.sync_dir(Path::new("/")).unwrap();
         (storage, dir)
     }
 
@@ -294,6 +376,22 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_never_synced_in_its_parent_is_gone_with_its_files() {
+        let (storage, dir) = setup();
+        let shard = dir.join("shard-00");
+        storage.create_dir_all(&shard).unwrap();
+        let file = storage.create(&shard.join("x")).unwrap();
+        file.sync_data().unwrap();
+        storage.sync_dir(&shard).unwrap();
+        storage.crash();
+        assert!(!storage.exists(&shard) && !storage.exists(&shard.join("x")));
+        storage.create_dir_all(&shard).unwrap();
+        storage.sync_dir(&dir).unwrap();
+        storage.crash();
+        assert!(storage.exists(&shard), "synced into its parent, it survives");
+    }
+
+    #[test]
     fn an_injected_sync_failure_makes_nothing_durable_and_sticks() {
         let (storage, dir) = setup();
         let file = storage.create(&dir.join("a")).unwrap();
@@ -307,17 +405,28 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_crash_keeps_a_prefix_of_the_unsynced_span() {
+    fn a_sync_failing_once_drops_the_dirty_pages_and_the_next_one_succeeds() {
         let (storage, dir) = setup();
         let file = storage.create(&dir.join("a")).unwrap();
-        file.set_len_allocated(8).unwrap();
-        file.sync_data().unwrap();
         storage.sync_dir(&dir).unwrap();
-        file.write_at(2, b"abcd").unwrap();
-        storage.crash_torn(|_, span| {
-            assert_eq!(span, 4);
-            2
-        });
-        assert_eq!(storage.read(&dir.join("a")).unwrap().as_slice(), b"\0\0ab\0\0\0\0");
+        file.write_at(0, b"kept").unwrap();
+        file.sync_data().unwrap();
+        file.write_at(4, b"lost").unwrap();
+        storage.fail_sync_once();
+        assert!(file.sync_data().is_err());
+        assert!(file.sync_data().is_ok(), "a retry 'succeeds'...");
+        assert_eq!(storage.read(&dir.join("a")).unwrap().as_slice(), b"kept", "...but the data is gone");
+    }
+
+    #[test]
+    fn a_crash_keeps_any_subset_of_unsynced_pages() {
+        let (storage, dir) = setup();
+        let file = storage.create(&dir.join("a")).unwrap();
+        storage.sync_dir(&dir).unwrap();
+        file.write_at(0, &[1u8; 3 * PAGE]).unwrap();
+        storage.crash_with(|_| false, |_, page| page == 1);
+        let bytes = storage.read(&dir.join("a")).unwrap();
+        assert!(bytes[..PAGE].iter().all(|&b| b == 0) && bytes[PAGE..2 * PAGE].iter().all(|&b| b == 1));
+        assert!(bytes[2 * PAGE..].iter().all(|&b| b == 0), "pages persist out of order");
     }
 }

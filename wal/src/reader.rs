@@ -68,7 +68,13 @@ pub fn scan(
     after_lsn: u64,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<ScanOutcome, WalError> {
-    let segments = list_segments(storage, dir)?;
+    let mut segments = list_segments(storage, dir)?;
+    // Segments wholly at or below `after_lsn` are covered by the snapshot: a
+    // crash during their removal may leave any subset of them, so they are
+    // not read (nor chained). Keep the last one that starts at or before
+    // `after_lsn + 1`.
+    let first_needed = segments.iter().rposition(|segment| segment.first_lsn <= after_lsn + 1).unwrap_or(0);
+    segments.drain(..first_needed);
     let mut outcome = ScanOutcome {
         tail: LogTail { next_lsn: after_lsn + 1, segment: None },
         torn: None,
@@ -84,7 +90,9 @@ pub fn scan(
         let corrupt = |offset: u64, reason: String| WalError::Corrupt { path: segment.path.clone(), offset, reason };
         let header = match decode_segment_header(&bytes) {
             Ok(header) => header,
-            Err(_) if last && index > 0 && !durable_frame_after(&bytes, 0, 0) => {
+            // Created but never given a header (the process died between
+            // creating the file and syncing its header): no record was in it.
+            Err(_) if last && !durable_frame_after(&bytes, 0, 0) => {
                 outcome.discarded = Some(segment.path.clone());
                 break;
             }
@@ -189,10 +197,20 @@ pub fn remove_covered_segments(storage: &dyn Storage, dir: &Path, covered_lsn: u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::{encode_segment_header, segment_file_name};
     use crate::mem_storage::MemStorage;
     use crate::writer::{LogOptions, LogWriter, SEGMENT_BYTES_MIN};
+    use std::sync::Arc;
 
     const SHARD: u16 = 2;
+
+    /// A memory disk with `/data` durably created (as `Engine::open` does).
+    fn storage() -> Arc<MemStorage> {
+        let storage = MemStorage::new();
+        storage.create_dir_all(Path::new("/data")).unwrap();
+        storage.sync_dir(Path::new("/")).unwrap();
+        storage
+    }
 
     fn options() -> LogOptions {
         LogOptions { shard: SHARD, segment_bytes_max: SEGMENT_BYTES_MIN }
@@ -233,7 +251,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_across_rotations_and_reopen() {
-        let storage = MemStorage::new();
+        let storage = storage();
         let dir = Path::new("/data/shard-02");
         let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
         write_records(&mut writer, 1..=2_000, true);
@@ -250,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_crash_keeps_exactly_the_synced_records() {
-        let storage = MemStorage::new();
+        let storage = storage();
         let dir = Path::new("/data/shard-02");
         let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
         write_records(&mut writer, 1..=1_234, true);
@@ -263,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_failed_sync_poisons_the_writer_and_is_never_retried() {
-        let storage = MemStorage::new();
+        let storage = storage();
         let dir = Path::new("/data/shard-02");
         let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
         write_records(&mut writer, 1..=10, true);
@@ -286,7 +304,7 @@ mod tests {
     /// torn tail, not corruption.
     #[test]
     fn unsynced_frames_after_a_torn_one_are_a_torn_tail() {
-        let storage = MemStorage::new();
+        let storage = storage();
         let dir = Path::new("/data/shard-02");
         let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
         write_records(&mut writer, 1..=10, true);
@@ -326,7 +344,7 @@ mod tests {
 
     #[test]
     fn covered_segments_are_removed_but_never_the_last() {
-        let storage = MemStorage::new();
+        let storage = storage();
         let dir = Path::new("/data/shard-02");
         let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
         write_records(&mut writer, 1..=3_000, true);
@@ -338,5 +356,85 @@ mod tests {
         assert_eq!(lsns.first(), Some(&(covered + 1)));
         assert_eq!(remove_covered_segments(storage.as_ref(), dir, u64::MAX).unwrap(), before.len() - 3);
         assert_eq!(list_segments(storage.as_ref(), dir).unwrap().len(), 1);
+    }
+
+    /// Killed after creating a segment file but before its header was
+    /// durable (the file is all zeros, or garbage): no record was ever in
+    /// it, so recovery drops it, even when it is the first segment.
+    #[test]
+    fn a_segment_whose_creation_never_completed_is_discarded() {
+        for first in [true, false] {
+            let storage = storage();
+            let dir = Path::new("/data/shard-02");
+            let next = if first {
+                storage.create_dir_all(dir).unwrap();
+                storage.sync_dir(Path::new("/data")).unwrap();
+                1
+            } else {
+                let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+                write_records(&mut writer, 1..=5, true);
+                6
+            };
+            let orphan = storage.create(&dir.join(segment_file_name(next))).unwrap();
+            orphan.set_len_allocated(1 << 20).unwrap();
+            storage.crash_with(|_| true, |_, _| true);
+            let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+            assert_eq!(lsns.len() as u64, next - 1);
+            assert!(outcome.discarded.is_some(), "first segment: {first}");
+            discard(storage.as_ref(), outcome.discarded.as_ref().unwrap()).unwrap();
+            let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
+            write_records(&mut writer, next..=next + 2, true);
+            assert_eq!(read_all(storage.as_ref(), dir, 0).0.len() as u64, next + 2);
+        }
+        // A damaged header with records after it is corruption, not a discard.
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=5, true);
+        let segment = list_segments(storage.as_ref(), dir).unwrap().pop().unwrap();
+        let mut header = encode_segment_header(2, 1);
+        header[20] ^= 1;
+        storage.open(&segment.path).unwrap().write_at(0, &header).unwrap();
+        assert!(matches!(
+            scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(())),
+            Err(WalError::Corrupt { offset: 0, .. })
+        ));
+    }
+
+    /// A crash while covered segments are being removed may leave any of
+    /// them: recovery after the snapshot neither reads nor chains them.
+    #[test]
+    fn leftovers_of_an_interrupted_segment_removal_are_ignored() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=5_000, true);
+        let segments = list_segments(storage.as_ref(), dir).unwrap();
+        assert!(segments.len() >= 4);
+        // Segment 2 is gone, 1 and 3 remain: as after a crash mid-removal.
+        storage.remove(&segments[1].path).unwrap();
+        let covered = segments[3].first_lsn - 1;
+        let (lsns, _) = read_all(storage.as_ref(), dir, covered);
+        assert_eq!(lsns.first(), Some(&(covered + 1)));
+        assert_eq!(lsns.last(), Some(&5_000));
+    }
+
+    /// The writer (rotating) and the syncer fsync through one gate: once one
+    /// of them failed, the other fails too, whatever the disk says next.
+    #[test]
+    fn a_failed_sync_fails_every_later_sync_of_the_log() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=3, true);
+        writer.append(|buffer| buffer.extend_from_slice(&payload(4)));
+        let point = writer.write().unwrap();
+        storage.fail_sync_once();
+        assert!(point.sync().is_err());
+        assert!(point.sync().is_err(), "not retried, though the disk would now say yes");
+        writer.append(|buffer| buffer.extend_from_slice(&payload(5)));
+        assert!(matches!(writer.write(), Err(WalError::Poisoned)));
+        storage.crash();
+        assert_eq!(read_all(storage.as_ref(), dir, 0).0, vec![1, 2, 3]);
     }
 }

@@ -13,13 +13,18 @@
 //! Any failed write or sync poisons the writer: it refuses every later
 //! call. A failed fsync is never retried (the kernel may have dropped the
 //! dirty pages it could not write, so a retry that "succeeds" proves
-//! nothing).
+//! nothing). Every fsync of the log's files, by the writer (rotation) or by
+//! whoever runs a `SyncPoint` (the syncer), goes through one `SyncGate`:
+//! they never run at once, and an error one of them saw poisons the other.
+//! Linux reports a writeback error to one fsync of a file only; without the
+//! gate the other could return success for pages that were lost.
 
 use crate::format::{
     encode_segment_header, record_len, seal_record, segment_file_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::storage::{AlignedBytes, Storage, StorageFile};
 use crate::WalError;
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,9 +70,42 @@ pub struct LogWriter {
     next_lsn: u64,
     /// Every record up to this LSN is durable (advanced by `SyncPoint::sync`).
     durable_lsn: Arc<AtomicU64>,
-    poisoned: bool,
+    gate: Arc<SyncGate>,
     bytes_written: u64,
     segments_created: u64,
+}
+
+/// Serialises every fsync of one log and remembers any failure.
+#[derive(Default)]
+struct SyncGate {
+    poisoned: Mutex<bool>,
+}
+
+impl SyncGate {
+    /// Syncs `file` unless the log already failed; a failure poisons it.
+    fn sync_file(&self, file: &dyn StorageFile) -> std::io::Result<()> {
+        let mut poisoned = self.poisoned.lock();
+        if *poisoned {
+            return Err(std::io::Error::other("the log failed earlier; nothing more is made durable"));
+        }
+        file.sync_data().inspect_err(|_| *poisoned = true)
+    }
+
+    fn sync_dir(&self, storage: &dyn Storage, dir: &Path) -> std::io::Result<()> {
+        let mut poisoned = self.poisoned.lock();
+        if *poisoned {
+            return Err(std::io::Error::other("the log failed earlier; nothing more is made durable"));
+        }
+        storage.sync_dir(dir).inspect_err(|_| *poisoned = true)
+    }
+
+    fn poison(&self) {
+        *self.poisoned.lock() = true;
+    }
+
+    fn is_poisoned(&self) -> bool {
+        *self.poisoned.lock()
+    }
 }
 
 /// What makes the records written so far durable: one `fdatasync` of the
@@ -78,13 +116,14 @@ pub struct SyncPoint {
     /// The last LSN written before this point.
     lsn: u64,
     durable_lsn: Arc<AtomicU64>,
+    gate: Arc<SyncGate>,
 }
 
 impl SyncPoint {
     /// Makes every record up to `lsn()` durable. Never call it again after
     /// it failed: the writer is poisoned and the process must stop.
     pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()?;
+        self.gate.sync_file(self.file.as_ref())?;
         self.durable_lsn.fetch_max(self.lsn, Ordering::Release);
         Ok(())
     }
@@ -112,6 +151,10 @@ impl LogWriter {
     ) -> Result<LogWriter, WalError> {
         assert!(options.segment_bytes_max >= SEGMENT_BYTES_MIN, "segments of at least 1 MiB");
         storage.create_dir_all(dir).map_err(|e| WalError::io("create", dir, e))?;
+        // The directory's own entry must survive a power cut too.
+        if let Some(parent) = dir.parent() {
+            storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
+        }
         let mut writer = LogWriter {
             storage,
             dir: dir.to_path_buf(),
@@ -123,7 +166,7 @@ impl LogWriter {
             planned_end: 0,
             next_lsn: tail.next_lsn,
             durable_lsn: Arc::new(AtomicU64::new(tail.next_lsn - 1)),
-            poisoned: false,
+            gate: Arc::default(),
             bytes_written: 0,
             segments_created: 0,
         };
@@ -182,12 +225,12 @@ impl LogWriter {
     /// Writes every framed record (rotating segments as needed) and returns
     /// what makes them durable.
     pub fn write(&mut self) -> Result<SyncPoint, WalError> {
-        if self.poisoned {
+        if self.gate.is_poisoned() {
             return Err(WalError::Poisoned);
         }
         let result = self.write_buffer();
         if result.is_err() {
-            self.poisoned = true;
+            self.gate.poison();
         }
         result
     }
@@ -198,7 +241,7 @@ impl LogWriter {
         for &(cut, first_lsn) in &cuts {
             self.write_to_segment(from, cut)?;
             let full = self.segment.as_ref().expect("a writer always has a segment");
-            full.sync_data().map_err(|e| WalError::io("fsync", &self.dir, e))?;
+            self.gate.sync_file(full.as_ref()).map_err(|e| WalError::io("fsync", &self.dir, e))?;
             self.durable_lsn.fetch_max(first_lsn - 1, Ordering::Release);
             self.create_segment(first_lsn)?;
             from = cut;
@@ -208,7 +251,8 @@ impl LogWriter {
         self.cuts = cuts;
         self.cuts.clear();
         let file = Arc::clone(self.segment.as_ref().expect("a writer always has a segment"));
-        Ok(SyncPoint { file, lsn: self.next_lsn - 1, durable_lsn: Arc::clone(&self.durable_lsn) })
+        let (durable_lsn, gate) = (Arc::clone(&self.durable_lsn), Arc::clone(&self.gate));
+        Ok(SyncPoint { file, lsn: self.next_lsn - 1, durable_lsn, gate })
     }
 
     fn write_to_segment(&mut self, from: usize, to: usize) -> Result<(), WalError> {
@@ -229,8 +273,10 @@ impl LogWriter {
         file.set_len_allocated(self.options.segment_bytes_max).map_err(|e| WalError::io("preallocate", &path, e))?;
         let header = encode_segment_header(self.options.shard, first_lsn);
         file.write_at(0, &header).map_err(|e| WalError::io("write", &path, e))?;
-        file.sync_data().map_err(|e| WalError::io("fsync", &path, e))?;
-        self.storage.sync_dir(&self.dir).map_err(|e| WalError::io("fsync directory", &self.dir, e))?;
+        self.gate.sync_file(file.as_ref()).map_err(|e| WalError::io("fsync", &path, e))?;
+        self.gate
+            .sync_dir(self.storage.as_ref(), &self.dir)
+            .map_err(|e| WalError::io("fsync directory", &self.dir, e))?;
         self.segment = Some(file);
         self.segment_end = SEGMENT_HEADER_LEN as u64;
         self.segments_created += 1;
