@@ -151,14 +151,16 @@ pub(crate) fn write_manifest(storage: &dyn Storage, data_dir: &Path, shards: usi
     Ok(())
 }
 
-/// An exclusive `flock` on `DATA_DIR/LOCK`, released when dropped (or when
-/// the process dies, however it dies). The server holds it while it runs;
-/// the SRE tools take it to make sure no server does.
+/// A `flock` on `DATA_DIR/LOCK`, released when dropped (or when the process
+/// dies, however it dies). A server holds it exclusively while it runs; the
+/// read-only SRE tools hold it shared, so they run side by side but never
+/// beside a server.
 pub struct DirLock {
     _file: File,
 }
 
 impl DirLock {
+    /// The writer's lock: created if missing.
     pub fn acquire(data_dir: &Path) -> Result<DirLock, StoreError> {
         let path = data_dir.join("LOCK");
         let file = OpenOptions::new()
@@ -167,8 +169,29 @@ impl DirLock {
             .write(true)
             .open(&path)
             .map_err(|e| WalError::io("open", &path, e))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| StoreError::Locked { path: data_dir.to_path_buf() })?;
-        Ok(DirLock { _file: file })
+        DirLock::lock(file, data_dir, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+    }
+
+    /// A reader's lock: opens `LOCK` read-only, so a read-only copy of a
+    /// data directory can be inspected (if `LOCK` is missing no server ever
+    /// ran there, and it is created when the directory is writable).
+    pub fn acquire_shared(data_dir: &Path) -> Result<DirLock, StoreError> {
+        let path = data_dir.join("LOCK");
+        let file = match File::open(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+            }
+            opened => opened,
+        }
+        .map_err(|e| WalError::io("open", &path, e))?;
+        DirLock::lock(file, data_dir, rustix::fs::FlockOperation::NonBlockingLockShared)
+    }
+
+    fn lock(file: File, data_dir: &Path, operation: rustix::fs::FlockOperation) -> Result<DirLock, StoreError> {
+        match rustix::fs::flock(&file, operation) {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Locked { path: data_dir.to_path_buf() }),
+            Err(errno) => Err(WalError::io("flock", &data_dir.join("LOCK"), errno.into()).into()),
+        }
     }
 }

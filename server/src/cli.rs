@@ -29,7 +29,10 @@ enum Command {
     #[command(subcommand)]
     Wal(WalCommand),
     /// Write a fresh snapshot of every shard of a stopped server's data directory.
-    Snapshot { dir: PathBuf },
+    Snapshot {
+        #[arg(env = "STOCKD_DATA_DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -62,4 +65,13 @@ fn init_logs() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

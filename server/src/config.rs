@@ -44,7 +44,7 @@ pub struct ServeArgs {
     pub insecure_no_auth: bool,
     /// A bearer token as `role:token` (roles: admin, checkout, read); repeat, or
     /// comma-separate in STOCKD_TOKENS.
-    #[arg(long = "token", env = "STOCKD_TOKENS", value_delimiter = ',')]
+    #[arg(long = "token", env = "STOCKD_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub tokens: Vec<String>,
     /// PEM certificate chain for TLS (with --tls-key).
     #[arg(long, env = "STOCKD_TLS_CERT")]
@@ -205,8 +205,18 @@ impl Config {
         if !(1..=stockd_engine::limits::SHARDS_MAX).contains(&self.engine.shards) {
             bail!("--shards must be 1..={}", stockd_engine::limits::SHARDS_MAX);
         }
-        if self.engine.retention_ms == 0 || self.engine.queue_len_max == 0 || self.connections_max == 0 {
-            bail!("--retention-ms, --queue-len-max and --connections-max must be positive");
+        let limits = &self.limits;
+        let positive = [
+            ("--retention-ms", self.engine.retention_ms),
+            ("--queue-len-max", self.engine.queue_len_max as u64),
+            ("--connections-max", self.connections_max as u64),
+            ("--request-timeout-ms", limits.request_timeout.as_millis() as u64),
+            ("--body-bytes-max", limits.body_bytes_max as u64),
+            ("--batch-body-bytes-max", limits.batch_body_bytes_max as u64),
+            ("--batch-ops-max", limits.batch_ops_max as u64),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            bail!("{flag} must be positive");
         }
         if self.segment_bytes_max < stockd_wal::SEGMENT_BYTES_MIN {
             bail!("--segment-bytes-max must be at least {}", stockd_wal::SEGMENT_BYTES_MIN);
@@ -257,5 +267,9 @@ mod tests {
         assert!(Config::resolve(ServeArgs { tokens: vec!["boss:x".into()], ..args("127.0.0.1:0") }).is_err());
         assert!(Config::resolve(ServeArgs { shards: Some(0), ..args("127.0.0.1:0") }).is_err());
         assert!(Config::resolve(ServeArgs { tls_cert: Some("c.pem".into()), ..args("127.0.0.1:0") }).is_err());
+        let zero_timeout = Config::resolve(ServeArgs { request_timeout_ms: Some(0), ..args("127.0.0.1:0") });
+        assert!(zero_timeout.unwrap_err().to_string().contains("--request-timeout-ms"));
+        assert!(Config::resolve(ServeArgs { batch_ops_max: Some(0), ..args("127.0.0.1:0") }).is_err());
+        assert!(Config::resolve(ServeArgs { body_bytes_max: Some(0), ..args("127.0.0.1:0") }).is_err());
     }
 }

@@ -30,7 +30,7 @@ pub struct DemoArgs {
     #[arg(long, env = "STOCKD_SHARDS")]
     shards: Option<usize>,
     /// Percentage of carts that add an accessory SKU (usually on another shard).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "STOCKD_DEMO_CART_PERCENT", default_value_t = 20)]
     cart_percent: u64,
 }
 

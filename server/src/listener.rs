@@ -1,21 +1,42 @@
 //! Accepting connections: at most `connections_max` open at once (the
 //! next accept waits for one to close), and TLS (rustls) when configured.
 //! A background task accepts and, for TLS, runs each handshake in its own
-//! task, so a slow handshake never holds up the others; `axum::serve` takes
-//! finished connections from a channel.
+//! task (at most `HANDSHAKE_TIMEOUT`), so a slow handshake never holds up
+//! the others; `axum::serve` takes finished connections from a channel.
+//!
+//! A connection that makes no progress (reading or writing) for its idle
+//! timeout ([`IDLE_TIMEOUT`], or longer when requests may take longer) is
+//! closed: a client that never finishes its headers, never reads its
+//! answer, or idles on keep-alive gives its slot back. Without it a
+//! thousand silent connections would lock everyone out.
 
 use anyhow::Context;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+/// A connection with no progress this long is closed (unless the request
+/// timeout is longer: see [`idle_timeout`]).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The idle timeout for a request timeout: a connection waiting on a slow
+/// answer makes no progress, and must outlive the request.
+pub fn idle_timeout(request_timeout: Duration) -> Duration {
+    IDLE_TIMEOUT.max(request_timeout * 2)
+}
+/// A TLS handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS acceptor from PEM files (certificate chain and private key).
 pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
@@ -41,10 +62,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(tcp: TcpListener, connections_max: usize, tls: Option<TlsAcceptor>) -> io::Result<Listener> {
+    pub fn new(
+        tcp: TcpListener,
+        connections_max: usize,
+        tls: Option<TlsAcceptor>,
+        idle_timeout: Duration,
+    ) -> io::Result<Listener> {
         let local_addr = tcp.local_addr()?;
         let (ready, connections) = mpsc::channel(64);
-        tokio::spawn(accept_loop(tcp, Arc::new(Semaphore::new(connections_max)), tls, ready));
+        let permits = Arc::new(Semaphore::new(connections_max));
+        tokio::spawn(accept_loop(tcp, permits, tls, idle_timeout, ready));
         Ok(Listener { local_addr, connections })
     }
 }
@@ -53,6 +80,7 @@ async fn accept_loop(
     tcp: TcpListener,
     permits: Arc<Semaphore>,
     tls: Option<TlsAcceptor>,
+    idle_timeout: Duration,
     ready: mpsc::Sender<(Connection, SocketAddr)>,
 ) {
     loop {
@@ -70,19 +98,20 @@ async fn accept_loop(
         let ready = ready.clone();
         match &tls {
             None => {
-                if ready.send((Connection { io: Io::Plain(stream), _permit: permit }, peer)).await.is_err() {
+                if ready.send((Connection::new(Io::Plain(stream), permit, idle_timeout), peer)).await.is_err() {
                     return;
                 }
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    match acceptor.accept(stream).await {
-                        Ok(stream) => {
-                            let _ =
-                                ready.send((Connection { io: Io::Tls(Box::new(stream)), _permit: permit }, peer)).await;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = Connection::new(Io::Tls(Box::new(stream)), permit, idle_timeout);
+                            let _ = ready.send((connection, peer)).await;
                         }
-                        Err(error) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
             }
@@ -111,6 +140,38 @@ impl axum::serve::Listener for Listener {
 pub struct Connection {
     io: Io,
     _permit: OwnedSemaphorePermit,
+    /// Fires at the idle deadline; progress only moves `last_progress`, and
+    /// the timer is re-armed lazily when it fires early.
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+    last_progress: Instant,
+}
+
+impl Connection {
+    fn new(io: Io, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Connection {
+        let now = Instant::now();
+        let idle = Box::pin(tokio::time::sleep_until(now + idle_timeout));
+        Connection { io, _permit: permit, idle, idle_timeout, last_progress: now }
+    }
+
+    /// Passes a ready result through (noting the progress); when the I/O is
+    /// pending, fails it once the connection has idled past the timeout.
+    fn watch<T>(&mut self, cx: &mut TaskContext<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.last_progress = Instant::now();
+            return polled;
+        }
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.last_progress + self.idle_timeout;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle too long")));
+            }
+            self.idle.as_mut().reset(deadline);
+        }
+    }
 }
 
 enum Io {
@@ -120,26 +181,29 @@ enum Io {
 
 impl AsyncRead for Connection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
+        let polled = match &mut self.io {
             Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
+        };
+        self.watch(cx, polled)
     }
 }
 
 impl AsyncWrite for Connection {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.io {
+        let polled = match &mut self.io {
             Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
+        };
+        self.watch(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
+        let polled = match &mut self.io {
             Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
+        };
+        self.watch(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
@@ -147,5 +211,71 @@ impl AsyncWrite for Connection {
             Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SHORT: Duration = Duration::from_millis(200);
+
+    async fn listener(connections_max: usize) -> Listener {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Listener::new(tcp, connections_max, None, SHORT).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_gives_its_slot_back() {
+        let mut listener = listener(1).await;
+        let address = listener.local_addr().unwrap();
+        let _silent = TcpStream::connect(address).await.unwrap();
+        let (mut first, _) = listener.accept().await;
+        // The only slot is taken: a second client is not accepted until the
+        // first one's connection is closed for idling.
+        let mut second_client = TcpStream::connect(address).await.unwrap();
+        let idled = tokio::spawn(async move {
+            let began = Instant::now();
+            let error = first.read(&mut [0; 16]).await.expect_err("a silent connection times out");
+            (error.kind(), began.elapsed())
+        });
+        let (mut second, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.unwrap();
+        let (kind, idled_for) = idled.await.unwrap();
+        assert_eq!(kind, io::ErrorKind::TimedOut);
+        assert!(idled_for >= SHORT, "closed after {idled_for:?}, before its idle timeout");
+        second_client.write_all(b"ping").await.unwrap();
+        let mut received = [0; 4];
+        second.read_exact(&mut received).await.unwrap();
+        assert_eq!(&received, b"ping", "the second connection is served");
+    }
+
+    #[tokio::test]
+    async fn progress_keeps_a_connection_open_past_the_idle_timeout() {
+        let mut listener = listener(1).await;
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut connection, _) = listener.accept().await;
+        let began = Instant::now();
+        let mut received = 0;
+        // Bytes every SHORT/4 for three idle timeouts: never idle that long.
+        let writer = tokio::spawn(async move {
+            for _ in 0..12 {
+                tokio::time::sleep(SHORT / 4).await;
+                client.write_all(b"x").await.unwrap();
+            }
+            client
+        });
+        while received < 12 {
+            received += connection.read(&mut [0; 16]).await.expect("progress keeps the connection");
+        }
+        assert!(began.elapsed() > SHORT * 2, "the test outlived two idle timeouts");
+        drop(writer.await.unwrap());
+    }
+
+    #[test]
+    fn a_long_request_timeout_lengthens_the_idle_timeout() {
+        assert_eq!(idle_timeout(Duration::from_secs(10)), IDLE_TIMEOUT);
+        assert_eq!(idle_timeout(Duration::from_secs(90)), Duration::from_secs(180));
     }
 }

@@ -35,38 +35,38 @@ pub struct LoadgenArgs {
     /// The server, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "STOCKD_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    #[arg(long, value_enum, default_value = "hot-sku")]
+    #[arg(long, env = "STOCKD_LOADGEN_SCENARIO", value_enum, default_value = "hot-sku")]
     pub scenario: Scenario,
     /// Keep-alive connections, each one request at a time.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "STOCKD_LOADGEN_CONNECTIONS", default_value_t = 64)]
     pub connections: usize,
     /// Seconds of load.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, env = "STOCKD_LOADGEN_DURATION", default_value_t = 10.0)]
     pub duration: f64,
     /// Holds per request through /v1/batch (1: one request per hold).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "STOCKD_LOADGEN_BATCH", default_value_t = 1)]
     pub batch: usize,
     /// Target holds per second in total (0: as fast as possible).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "STOCKD_LOADGEN_RATE", default_value_t = 0)]
     pub rate: u64,
     /// Percent of holds committed; the rest are released.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "STOCKD_LOADGEN_COMMIT_PERCENT", default_value_t = 50)]
     pub commit_percent: u64,
     /// Only reserve: leave every hold to expire (one request per hold, the
     /// job a Redis reserve script does).
-    #[arg(long)]
+    #[arg(long, env = "STOCKD_LOADGEN_HOLD_ONLY")]
     pub hold_only: bool,
     /// SKUs of the uniform and carts scenarios.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, env = "STOCKD_LOADGEN_SKUS", default_value_t = 1_000_000)]
     pub skus: u64,
     /// Units of each SKU at the start.
-    #[arg(long, default_value_t = 1 << 30)]
+    #[arg(long, env = "STOCKD_LOADGEN_STOCK", default_value_t = 1 << 30)]
     pub stock: u64,
     /// Bearer token (admin: the load generator sets the stock).
-    #[arg(long, env = "STOCKD_TOKEN")]
+    #[arg(long, env = "STOCKD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print one JSON object instead of text.
-    #[arg(long)]
+    #[arg(long, env = "STOCKD_LOADGEN_JSON")]
     pub json: bool,
 }
 
@@ -78,6 +78,8 @@ struct Counters {
     committed_units: AtomicU64,
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Units of commits that failed with an error: applied or not, unknown.
+    uncertain_commit_units: AtomicU64,
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -339,8 +341,11 @@ impl Worker {
                 .iter()
                 .map(|(id, _, commit)| json!({"op": if *commit { "commit" } else { "release" }, "id": id}))
                 .collect();
-            let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?.json()?;
-            answer["results"]
+            let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?;
+            if answer.status != StatusCode::OK {
+                bail!("batch commit/release: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+            }
+            answer.json()?["results"]
                 .as_array()
                 .context("results")?
                 .iter()
@@ -356,7 +361,12 @@ impl Worker {
             match status {
                 StatusCode::OK if *commit => drop(self.counters.committed_units.fetch_add(*units, Ordering::Relaxed)),
                 StatusCode::OK => {}
-                _ => drop(self.counters.errors.fetch_add(1, Ordering::Relaxed)),
+                _ => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    if *commit {
+                        self.counters.uncertain_commit_units.fetch_add(*units, Ordering::Relaxed);
+                    }
+                }
             }
         }
         Ok(())
@@ -374,11 +384,13 @@ fn report(
     let seconds = elapsed.as_secs_f64();
     let holds = counters.holds.load(Ordering::Relaxed);
     let committed = counters.committed_units.load(Ordering::Relaxed);
-    let sold = units_before - on_hand;
-    // Every unit sold belongs to an acknowledged commit (a commit that
-    // failed with an error may or may not have been applied).
-    let errors = counters.errors.load(Ordering::Relaxed);
-    let oversell_ok = on_hand >= reserved && if errors == 0 { sold == committed } else { sold >= committed };
+    let sold = units_before.saturating_sub(on_hand);
+    // Every acknowledged commit sold its units, and nothing else did except
+    // commits whose answer was an error (applied or not: unknown). Failed
+    // reserves and releases cannot sell a unit, so they do not relax this.
+    let uncertain = counters.uncertain_commit_units.load(Ordering::Relaxed);
+    let oversell_ok =
+        on_hand <= units_before && on_hand >= reserved && (committed..=committed + uncertain).contains(&sold);
     let summary = json!({
         "scenario": format!("{:?}", args.scenario),
         "connections": args.connections,
@@ -400,6 +412,7 @@ fn report(
         "send_lag_us": {"p50": lag.value_at_quantile(0.50), "p99": lag.value_at_quantile(0.99), "max": lag.max()},
         "units_sold": sold,
         "units_committed": committed,
+        "units_of_failed_commits": uncertain,
         "units_reserved": reserved,
         "oversell_check": if oversell_ok { "passed" } else { "FAILED" },
     });

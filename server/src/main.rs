@@ -7,7 +7,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(error) => {
             eprintln!("stockd: {error:#}");
-            std::process::exit(1);
+            std::process::exit(stockd_server::wal_tools::exit_code(&error));
         }
     }
 }

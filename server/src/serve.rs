@@ -1,7 +1,8 @@
 //! `stockd serve`: binds first (so `/healthz` answers and the log says
 //! where), recovers the data directory (a progress bar past one second;
 //! `/readyz` answers 503 until done), then serves the API until SIGTERM or
-//! SIGINT: stop accepting, finish requests in flight, drain the shards,
+//! SIGINT: stop accepting, finish requests in flight (at most
+//! [`SHUTDOWN_GRACE`]; a second signal stops waiting), drain the shards,
 //! sync the WAL, exit 0. A storage failure stops the process at once with
 //! exit code 3: nothing more may be acknowledged and a failed fsync is
 //! never retried.
@@ -9,7 +10,7 @@
 use crate::config::Config;
 use crate::http::auth::Tokens;
 use crate::http::{self, AppState};
-use crate::listener::{tls_acceptor, Listener};
+use crate::listener::{idle_timeout, tls_acceptor, Listener};
 use crate::progress::with_recovery_bar;
 use anyhow::Context;
 use std::future::IntoFuture;
@@ -19,6 +20,10 @@ use stockd_engine::{Engine, FsyncPolicy, RecoveryProgress, RecoveryReport, Store
 
 /// Exit code after a storage failure.
 pub const EXIT_STORAGE_FAILED: i32 = 3;
+
+/// How long a stopping server waits for requests in flight (idle keep-alive
+/// connections included) before it closes them and drains the shards.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.fsync == FsyncPolicy::Never {
@@ -35,7 +40,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (router, _) = http::router(state.clone());
     let tcp =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let listener = Listener::new(tcp, config.connections_max, tls.clone())?;
+    let idle_timeout = idle_timeout(config.limits.request_timeout);
+    let listener = Listener::new(tcp, config.connections_max, tls.clone(), idle_timeout)?;
     let address = axum::serve::Listener::local_addr(&listener)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{address}");
@@ -48,7 +54,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })
             .into_future(),
     );
-    let signals = tokio::spawn(shutdown_signal());
+    let (signal_tx, mut signals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(forward_signals(signal_tx));
 
     let engine = match recover(&config).await {
         Ok((engine, report)) => {
@@ -64,12 +71,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(watch_for_storage_failure(Arc::clone(&engine)));
     tracing::info!("ready");
 
-    signals.await.context("waiting for a signal")?;
-    tracing::info!("stopping: finishing requests in flight");
+    signals.recv().await.context("waiting for a signal")?;
+    tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
-    server.await.context("the server task")??;
+    tokio::select! {
+        finished = server => finished.context("the server task")??,
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight after the grace period: closing them"),
+        _ = signals.recv() => tracing::warn!("second signal: closing requests still in flight"),
+    }
     tracing::info!("draining the shards and syncing the WAL");
-    tokio::task::spawn_blocking(move || engine.shutdown()).await.context("the engine shutdown")?;
+    let engine_for_shutdown = Arc::clone(&engine);
+    tokio::task::spawn_blocking(move || engine_for_shutdown.shutdown()).await.context("the engine shutdown")?;
+    if let Some(reason) = engine.failure() {
+        tracing::error!(%reason, "storage failed while stopping: restart to recover");
+        std::process::exit(EXIT_STORAGE_FAILED);
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -130,11 +146,19 @@ async fn watch_for_storage_failure(engine: Arc<Engine>) {
     }
 }
 
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a process can listen for SIGTERM");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+/// Sends one message per SIGTERM or SIGINT: the first starts a graceful
+/// stop, the second cuts the grace period short.
+async fn forward_signals(signals: tokio::sync::mpsc::UnboundedSender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("a process can listen for SIGTERM");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("a process can listen for SIGINT");
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM"),
+            _ = interrupt.recv() => tracing::info!("SIGINT"),
+        }
+        if signals.send(()).is_err() {
+            return;
+        }
     }
 }

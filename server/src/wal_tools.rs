@@ -1,6 +1,7 @@
 //! `stockd wal verify|inspect|replay|stats` and `stockd snapshot`: what an
-//! SRE runs on the data directory of a stopped server (each takes the
-//! directory's lock, so it refuses while a server holds it).
+//! SRE runs on the data directory of a stopped server. Each takes the
+//! directory's lock (shared for the read-only ones, so they work on a
+//! read-only copy) and exits 4 while a server holds it.
 //!
 //! `wal verify` exits 0 when healthy, 2 when the only damage is a torn
 //! record at the tail (a start cuts it: it was never acknowledged), and 1
@@ -12,48 +13,55 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use stockd_engine::store::{shard_dir, DirLock};
+use stockd_engine::store::{shard_dir, DirLock, StoreError};
 use stockd_engine::tools::{self, LoggedRecord, ReplayBound};
 use stockd_engine::{Command, Engine, EngineConfig, RecoveryProgress, StoreConfig, SystemClock};
 use stockd_wal::FsStorage;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WalCommand {
-    /// Check every snapshot and segment; exit 0 healthy, 2 torn tail only, 1 corrupt.
-    Verify { dir: PathBuf },
+    /// Check every snapshot and segment; exit 0 healthy, 2 torn tail only,
+    /// 1 corrupt, 4 in use by a server.
+    Verify {
+        #[arg(env = "STOCKD_DATA_DIR")]
+        dir: PathBuf,
+    },
     /// Print the records (the audit trail), optionally of one SKU or reservation.
     Inspect {
+        #[arg(env = "STOCKD_DATA_DIR")]
         dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_INSPECT_SKU")]
         sku: Option<String>,
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_INSPECT_RESERVATION")]
         reservation: Option<String>,
         /// Start at this LSN (each shard numbers its own records).
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_INSPECT_FROM_LSN")]
         from_lsn: Option<u64>,
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_INSPECT_SHARD")]
         shard: Option<u16>,
         /// One JSON object per line.
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_INSPECT_JSON")]
         json: bool,
     },
     /// Replay into a new data directory up to a point in time (or an LSN).
     Replay {
+        #[arg(env = "STOCKD_DATA_DIR")]
         dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_REPLAY_INTO")]
         into: PathBuf,
         /// Keep each shard's records up to this LSN.
-        #[arg(long, conflicts_with = "until_time")]
+        #[arg(long, env = "STOCKD_REPLAY_UNTIL_LSN", conflicts_with = "until_time")]
         until_lsn: Option<u64>,
         /// Keep records applied at or before this time: RFC 3339
         /// (2026-11-24T10:00:00Z) or milliseconds since the epoch.
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_REPLAY_UNTIL_TIME")]
         until_time: Option<String>,
     },
     /// Segments, records, LSN and time ranges, snapshots, per shard.
     Stats {
+        #[arg(env = "STOCKD_DATA_DIR")]
         dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, env = "STOCKD_STATS_JSON")]
         json: bool,
     },
 }
@@ -76,11 +84,25 @@ pub fn run(command: WalCommand) -> anyhow::Result<i32> {
     }
 }
 
+/// Exit code when a server holds the data directory.
+pub const EXIT_IN_USE: i32 = 4;
+
+/// The process exit code for an error: [`EXIT_IN_USE`] when the data
+/// directory is locked by another process, 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    let locked = error.chain().any(|cause| matches!(cause.downcast_ref(), Some(StoreError::Locked { .. })));
+    if locked {
+        EXIT_IN_USE
+    } else {
+        1
+    }
+}
+
 fn lock(dir: &Path) -> anyhow::Result<DirLock> {
     if !dir.join("stockd.manifest").exists() {
         bail!("{} is not a stockd data directory (no stockd.manifest)", dir.display());
     }
-    DirLock::acquire(dir).with_context(|| format!("{} is in use: stop the server first", dir.display()))
+    DirLock::acquire_shared(dir).with_context(|| format!("{}: stop the server first", dir.display()))
 }
 
 fn verify(dir: &Path) -> anyhow::Result<i32> {
@@ -316,12 +338,18 @@ pub fn parse_time(text: &str) -> anyhow::Result<u64> {
     let text = text.strip_suffix('Z').ok_or_else(bad)?;
     let (date, time) = text.split_once('T').ok_or_else(bad)?;
     let date: Vec<i64> = date.split('-').map(|part| part.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-    let (time, millis) = time.split_once('.').map_or((time, "0"), |(time, fraction)| (time, fraction));
+    let (time, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    if fraction.is_empty() || fraction.len() > 9 || !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(bad());
+    }
     let time: Vec<u64> = time.split(':').map(|part| part.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
     let [year, month, day] = date[..] else { return Err(bad()) };
     let [hours, minutes, seconds] = time[..] else { return Err(bad()) };
-    let millis: u64 = format!("{millis:0<3}")[..3].parse().map_err(|_| bad())?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hours > 23 || minutes > 59 || seconds > 60 {
+    // Milliseconds: the first three digits of the fraction (ASCII, checked above).
+    let millis: u64 = format!("{fraction:0<3}")[..3].parse().map_err(|_| bad())?;
+    let valid_date =
+        (1970..=9999).contains(&year) && (1..=12).contains(&month) && (1..=days_in_month(year, month)).contains(&day);
+    if !valid_date || hours > 23 || minutes > 59 || seconds > 59 {
         return Err(bad());
     }
     let days = days_from_civil(year, month, day);
@@ -330,6 +358,16 @@ pub fn parse_time(text: &str) -> anyhow::Result<u64> {
         + minutes * 60_000
         + seconds * 1_000
         + millis)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 // Howard Hinnant's algorithms for the proleptic Gregorian calendar.
@@ -366,7 +404,20 @@ mod tests {
         assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(parse_time("2000-02-29T00:00:00Z").unwrap(), 951_782_400_000);
         assert_eq!(parse_time("12345").unwrap(), 12_345);
-        assert!(parse_time("2000-13-01T00:00:00Z").is_err());
-        assert!(parse_time("yesterday").is_err());
+        assert_eq!(parse_time("2000-02-29T00:00:00.5Z").unwrap(), 951_782_400_500);
+        assert_eq!(parse_time("2000-02-29T00:00:00.123456789Z").unwrap(), 951_782_400_123);
+        for bad in [
+            "2000-13-01T00:00:00Z",
+            "2001-02-29T00:00:00Z",
+            "2000-04-31T00:00:00Z",
+            "2000-01-01T24:00:00Z",
+            "2000-01-01T00:00:00.Z",
+            "2000-01-01T00:00:00.1éZ",
+            "2000-01-01T00:00:00.-1Z",
+            "2000-01-01T00:00:00",
+            "yesterday",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

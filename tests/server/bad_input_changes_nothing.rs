@@ -7,7 +7,7 @@ mod support;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 use support::Server;
 
 struct Case {
@@ -184,6 +184,17 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
             c = server.connect(None).await;
         }
     }
+
+    // The batch limit is its own: a batch past the 64 KiB body limit but
+    // within 1 MiB is served.
+    let sku = format!("{:x<64}", "tee");
+    let ops: Vec<Value> = (0..1_000).map(|_| json!({"op": "get_sku", "sku": sku})).collect();
+    let body = json!({ "ops": ops }).to_string();
+    let kib = body.len() >> 10;
+    assert!((64..1024).contains(&kib), "{kib} KiB");
+    let answer = c.send(Method::POST, "/v1/batch", Some(Bytes::from(body))).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "a {kib} KiB batch");
+    assert_eq!(answer.json().unwrap()["results"][999]["status"], 404, "every op answered");
 
     let after = c.send(Method::GET, "/v1/skus/tee", None).await.unwrap().json().unwrap();
     assert_eq!(after, before, "no bad request changed the stock");

@@ -152,3 +152,32 @@ async fn kill_9_during_load_keeps_every_acknowledged_request() {
         verify(&engine, &knowledge.lock().unwrap(), &format!("after kill -9 in round {round}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_waiting_for_a_stalled_request() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--shards", "1"]);
+    // A request whose body never finishes keeps a graceful stop waiting.
+    let mut stalled = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    let head = "POST /v1/reservations HTTP/1.1\r\nhost: stockd\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{";
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let mut healthy = server.connect(None).await;
+    assert_eq!(healthy.send(Method::GET, "/healthz", None).await.unwrap().status, StatusCode::OK);
+
+    support::signal(server.pid(), "-TERM");
+    server.wait_for_log("stopping");
+    support::signal(server.pid(), "-TERM");
+    server.wait_for_log("second signal");
+    // Well within the 30 s grace period: the second signal cut it short.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.try_wait() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server still waits after a second signal");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "the shards were drained and the WAL synced: exit 0, not {status}");
+    drop(stalled);
+}

@@ -3,7 +3,8 @@
 //! and offset), `wal inspect` (the audit trail, filtered, as JSON),
 //! `wal stats`, `wal replay --until-lsn/--until-time` (point-in-time
 //! recovery into a new directory that then serves), `snapshot`; and every
-//! one of them refuses while a server holds the directory.
+//! one of them refuses (exit 4) while a server holds the directory, and the
+//! read-only ones work on a read-only copy.
 
 mod support;
 
@@ -39,6 +40,57 @@ async fn state_of(dir: &Path, id: &str) -> (StatusCode, Value) {
     (reservation.status, sku)
 }
 
+fn copy_read_only(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_read_only(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+            set_read_only(&target, true);
+        }
+    }
+    set_read_only(to, true);
+}
+
+fn make_writable(dir: &Path) {
+    set_read_only(dir, false);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            make_writable(&path);
+        } else {
+            set_read_only(&path, false);
+        }
+    }
+}
+
+fn set_read_only(path: &Path, read_only: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    let mode = if read_only { mode & !0o222 } else { mode | 0o200 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// Returns once the wall clock reads a later millisecond than at the call
+/// (bounded: a clock that does not advance fails the test).
+async fn wait_for_the_next_millisecond() {
+    let start = now_ms();
+    for _ in 0..1_000 {
+        if now_ms() > start {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the wall clock did not advance");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sre_commands_verify_inspect_replay_and_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,20 +102,45 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
         c.json(Method::POST, "/v1/reservations", &json!({"id": "first", "lines": [{"sku": "tee", "qty": 2}]}))
             .await
             .unwrap();
+        // The hold was stamped at or before this millisecond; the commit is
+        // sent in a later one, so a cut at the hold's time falls between.
+        wait_for_the_next_millisecond().await;
         c.send(Method::POST, "/v1/reservations/first/commit", None).await.unwrap();
         c.json(Method::POST, "/v1/reservations", &json!({"id": "second", "lines": [{"sku": "tee", "qty": 3}]}))
             .await
             .unwrap();
-        // The tools refuse while the server holds the directory.
-        let busy = run(&["wal", "verify"], &data);
-        assert!(!busy.status.success() && stdout(&busy).is_empty());
-        assert!(String::from_utf8_lossy(&busy.stderr).contains("stop the server first"));
+        // Every tool refuses, with exit code 4, while the server holds the directory.
+        let into = dir.path().join("never-written");
+        let into = into.to_str().unwrap();
+        for tool in [
+            &["wal", "verify"][..],
+            &["wal", "inspect"],
+            &["wal", "stats"],
+            &["wal", "replay", "--into", into],
+            &["snapshot"],
+        ] {
+            let busy = run(tool, &data);
+            let stderr = String::from_utf8_lossy(&busy.stderr);
+            assert_eq!(busy.status.code(), Some(4), "{tool:?}: {stderr}");
+            assert!(stdout(&busy).is_empty() && stderr.contains("in use"), "{tool:?}: {stderr}");
+        }
+        assert!(!Path::new(into).exists(), "a refused replay writes nothing");
     }
     assert!(server.terminate().success());
 
     let verify = run(&["wal", "verify"], &data);
     assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
     assert!(stdout(&verify).contains("healthy"));
+
+    // The read-only tools work on a read-only copy (a backup, a mounted
+    // image). Run as root, permissions do not bind and this checks less.
+    let copy = dir.path().join("read-only-copy");
+    copy_read_only(&data, &copy);
+    for tool in [&["wal", "verify"][..], &["wal", "inspect"], &["wal", "stats"]] {
+        let output = run(tool, &copy);
+        assert!(output.status.success(), "{tool:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    make_writable(&copy);
 
     // The audit trail: every record; filtered by reservation and by SKU.
     let all = inspect(&data, &[]);
@@ -98,10 +175,9 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
     assert_eq!(second, StatusCode::NOT_FOUND, "\"second\" came after the point");
     assert_eq!((sku["on_hand"].clone(), sku["reserved"].clone()), (json!(8), json!(0)), "\"first\" was sold");
 
-    // By time: the first hold's own timestamp keeps it and nothing after it
-    // unless it shares the millisecond.
+    // By time: the first hold's own timestamp keeps it and nothing after it.
     let cut = all[1]["time"].as_str().unwrap().to_owned();
-    let same_ms = all.iter().filter(|record| record["now_ms"] == all[1]["now_ms"]).count();
+    assert!(all[2]["now_ms"].as_u64() > all[1]["now_ms"].as_u64(), "the commit is stamped later");
     let by_time = dir.path().join("by-time");
     let output = stockd()
         .args(["wal", "replay"])
@@ -112,10 +188,9 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let (_, sku) = state_of(&by_time, "second").await;
-    if same_ms == 1 {
-        assert_eq!((sku["on_hand"].clone(), sku["reserved"].clone()), (json!(10), json!(2)), "held, not yet sold");
-    }
+    let (second, sku) = state_of(&by_time, "second").await;
+    assert_eq!(second, StatusCode::NOT_FOUND);
+    assert_eq!((sku["on_hand"].clone(), sku["reserved"].clone()), (json!(10), json!(2)), "held, not yet sold");
 
     // An offline snapshot; the directory still verifies and serves the same state.
     let snapshot = run(&["snapshot"], &data);

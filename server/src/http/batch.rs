@@ -1,13 +1,16 @@
 //! `POST /v1/batch`: up to `batch_ops_max` ops in one request, applied
 //! through the engine's batched API (one queue message per shard), one
-//! result per op, in order. Each op is parsed and authorised on its own: a
-//! bad op gets the 4xx its endpoint would give and the others still run.
+//! result per op, in order. Each op is authorised (on its `op` alone) and
+//! then parsed on its own: a bad op gets the 4xx its endpoint would give
+//! and the others still run.
 
 use crate::http::auth::{forbidden, Caller, Role};
 use crate::http::convert;
 use crate::http::error::ApiError;
 use crate::http::json::json_body;
-use crate::http::types::{BatchBody, BatchOp, BatchResult, BatchResults, ErrorBody, LineBody, RawBatch, ResultBody};
+use crate::http::types::{
+    BatchBody, BatchOp, BatchOpKind, BatchOpTag, BatchResult, BatchResults, ErrorBody, LineBody, RawBatch, ResultBody,
+};
 use crate::http::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -68,18 +71,20 @@ pub async fn batch(
     Ok(Json(BatchResults { results: results.into_iter().map(|result| result.expect("every op answered")).collect() }))
 }
 
-/// Parses, authorises and validates one op.
+/// Authorises, parses and validates one op.
 fn plan(text: &str, role: Role) -> Result<(Request, Answer), ApiError> {
-    let op: BatchOp = serde_json::from_str(text)
-        .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", error.to_string()))?;
-    let needed = match op {
-        BatchOp::SetStock { .. } | BatchOp::Adjust { .. } => Role::Admin,
-        BatchOp::Reserve { .. } | BatchOp::Commit { .. } | BatchOp::Release { .. } => Role::Checkout,
-        BatchOp::GetSku { .. } | BatchOp::GetReservation { .. } => Role::Read,
+    let invalid =
+        |error: serde_json::Error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", error.to_string());
+    let tag: BatchOpTag = serde_json::from_str(text).map_err(invalid)?;
+    let needed = match tag.op {
+        BatchOpKind::SetStock | BatchOpKind::Adjust => Role::Admin,
+        BatchOpKind::Reserve | BatchOpKind::Commit | BatchOpKind::Release => Role::Checkout,
+        BatchOpKind::GetSku | BatchOpKind::GetReservation => Role::Read,
     };
     if !role.allows(needed) {
         return Err(forbidden(needed));
     }
+    let op: BatchOp = serde_json::from_str(text).map_err(invalid)?;
     Ok(match op {
         BatchOp::Reserve { id, lines, ttl_ms } => {
             let (request, lines) = convert::reserve(&id, &lines, ttl_ms)?;

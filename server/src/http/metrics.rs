@@ -102,12 +102,9 @@ impl prometheus_client::collector::Collector for EngineCollector {
             "1 once recovery finished and requests are served",
             u64::from(recovered.is_some()),
         )?;
-        gauge(
-            &mut encoder,
-            "stockd_recovery_seconds",
-            "Time the last start spent recovering the log",
-            state.recovery_ms() / 1000,
-        )?;
+        let recovery = ConstGauge::new(state.recovery_ms() as f64 / 1000.0);
+        let help = "Time the last start spent recovering the log";
+        recovery.encode(encoder.encode_descriptor("stockd_recovery_seconds", help, None, recovery.metric_type())?)?;
         let Some(engine) = recovered else { return Ok(()) };
         gauge(
             &mut encoder,

@@ -190,8 +190,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let mut response = match tokio::time::timeout(timeout, next.run(request)).instrument(span.clone()).await {
         Ok(response) => response,
         Err(_) => {
-            let message =
-                format!("no answer within {} ms; the outcome is unknown, retry with the same id", timeout.as_millis());
+            let message = format!(
+                "no answer within {} ms; the outcome is unknown (a reservation can be retried with the same id)",
+                timeout.as_millis()
+            );
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "request_timeout", message).into_response()
         }
     };
@@ -202,7 +204,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let seconds = started.elapsed().as_secs_f64();
     state.0.metrics.record(route, method, status, seconds);
     if status >= 500 {
-        span.in_scope(|| tracing::warn!(status, seconds, "request failed"));
+        // The span is debug-level, so a warning names the request itself.
+        tracing::warn!(request_id = %request_id, method, route, status, seconds, "request failed");
     } else {
         span.in_scope(|| tracing::debug!(status, seconds, "request"));
     }

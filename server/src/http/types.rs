@@ -137,6 +137,26 @@ pub struct BatchBody {
     pub ops: Vec<serde_json::Value>,
 }
 
+/// The `op` of a batch op, read first so that the caller's role is checked
+/// before the rest of the op is parsed (as an endpoint checks it before its
+/// body).
+#[derive(Debug, Deserialize)]
+pub struct BatchOpTag {
+    pub op: BatchOpKind,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchOpKind {
+    Reserve,
+    Commit,
+    Release,
+    SetStock,
+    Adjust,
+    GetSku,
+    GetReservation,
+}
+
 /// One op of a batch, as parsed.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
