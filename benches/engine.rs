@@ -5,7 +5,8 @@
 //! network front end hands them over already parsed.
 //!
 //! - `apply_reserve_commit/state_machine_hot_sku`: the bare state machine
-//!   on one thread (no queues): the ceiling for one shard.
+//!   on one thread (no queues), warming lookups as a shard's turn does: the
+//!   ceiling for one shard.
 //! - `reserve_commit_batched/{hot_sku,uniform_1m}_{1,2}_shards`:
 //!   `submit_batch` of 4,096 reserves, then their 4,096 commits.
 //! - `reserve_commit_one_at_a_time/{tasks,threads}_{1,2}_shards`: every
@@ -188,6 +189,17 @@ fn state_machine(c: &mut Criterion) {
                 (holds, commits, now_ms)
             },
             |(holds, commits, now_ms)| {
+                // As a shard's turn does: warm the batch's lookups, then apply.
+                let ids = holds.iter().chain(&commits).filter_map(|command| match command {
+                    Command::Reserve(part) => Some(&part.id),
+                    Command::Commit { id } => Some(id),
+                    _ => None,
+                });
+                let skus = holds.iter().filter_map(|command| match command {
+                    Command::Reserve(part) => Some(&part.lines[0].sku),
+                    _ => None,
+                });
+                state.warm(ids, skus);
                 let mut batch = state.batch();
                 for command in holds.iter().chain(&commits) {
                     batch.apply(command, now_ms).unwrap();

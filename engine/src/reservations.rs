@@ -65,6 +65,11 @@ impl Reservations {
         self.by_id.find(id.key_hash(), |slot| self.get(slot).id == *id)
     }
 
+    /// See [`IdIndex::warm`].
+    pub fn warm(&self, id: &ReservationId) {
+        self.by_id.warm(id.key_hash());
+    }
+
     pub fn get(&self, slot: u32) -> &Reservation {
         self.slab[slot as usize].as_ref().expect("indexed slots are occupied")
     }

@@ -15,7 +15,7 @@
 use crate::carts::{CartRequest, Carts};
 use crate::clock::Clock;
 use crate::command::{CartLine, Command, PartOutcome, PartReply, Query, ReservePart};
-use crate::ids::ReservationId;
+use crate::ids::{ReservationId, Sku};
 use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts};
 use crate::rejection::Rejection;
@@ -60,13 +60,42 @@ pub(crate) enum ClientMessage {
     Stop,
 }
 
-impl ClientMessage {
-    fn op_count(&self) -> usize {
+impl ClientOp {
+    /// The SKUs this op looks up on this shard.
+    fn skus(&self) -> impl Iterator<Item = &Sku> {
+        let (lines, single): (&[CartLine], Option<&Sku>) = match self {
+            ClientOp::ReserveLocal { lines, .. } => (lines, None),
+            ClientOp::ReserveCart(cart) => (&cart.home_lines, None),
+            ClientOp::Apply(Command::SetStock { sku, .. } | Command::AdjustStock { sku, .. }) => (&[], Some(sku)),
+            ClientOp::Query(Query::GetSku { sku }) => (&[], Some(sku)),
+            _ => (&[], None),
+        };
+        lines.iter().map(|line| &line.sku).chain(single)
+    }
+
+    /// The reservation this op looks up, if any.
+    fn reservation_id(&self) -> Option<&ReservationId> {
         match self {
-            ClientMessage::One { .. } => 1,
-            ClientMessage::Many { ops, .. } => ops.len(),
-            ClientMessage::Stop => 0,
+            ClientOp::Apply(Command::Commit { id } | Command::Release { id }) => Some(id),
+            ClientOp::ReserveLocal { id, .. } => Some(id),
+            ClientOp::ReserveCart(cart) => Some(&cart.id),
+            ClientOp::Query(Query::GetReservation { id }) => Some(id),
+            _ => None,
         }
+    }
+}
+
+impl ClientMessage {
+    fn ops(&self) -> &[ClientOp] {
+        match self {
+            ClientMessage::One { op, .. } => std::slice::from_ref(op),
+            ClientMessage::Many { ops, .. } => ops,
+            ClientMessage::Stop => &[],
+        }
+    }
+
+    fn op_count(&self) -> usize {
+        self.ops().len()
     }
 }
 
@@ -360,6 +389,8 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
             op_count += message.op_count();
             clients.push(message);
         }
+        let ops = || clients.iter().flat_map(ClientMessage::ops);
+        state.warm(ops().filter_map(ClientOp::reservation_id), ops().flat_map(ClientOp::skus));
         // Shard time never goes backwards, whatever the clock does.
         now_ms = now_ms.max(clock.now_ms());
         let failure = durability.failure();

@@ -12,13 +12,14 @@
 //! Scenarios: `hot-sku` (every hold on one SKU), `uniform` (one of `--skus`
 //! SKUs at random), `carts` (2-4 lines over many SKUs: cross-shard).
 
-use crate::client::{parse_url, wait_ready, Connection};
+use crate::client::{parse_url, wait_ready, Answer, Connection};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use hyper::{Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -212,18 +213,16 @@ impl Worker {
         self.seed % below
     }
 
-    fn cart(&mut self) -> Vec<(String, u64)> {
+    /// The next cart's lines as (SKU index, qty), in SKU order.
+    fn cart(&mut self) -> Vec<(u64, u64)> {
         match self.args.scenario {
-            Scenario::HotSku => vec![(sku_name(&self.sku_prefix, 0), 1)],
-            Scenario::Uniform => {
-                let index = self.next(self.skus);
-                vec![(sku_name(&self.sku_prefix, index), 1)]
-            }
+            Scenario::HotSku => vec![(0, 1)],
+            Scenario::Uniform => vec![(self.next(self.skus), 1)],
             Scenario::Carts => {
                 let mut lines = std::collections::BTreeMap::new();
                 for _ in 0..2 + self.next(3) {
                     let (index, qty) = (self.next(self.skus), 1 + self.next(2));
-                    lines.insert(sku_name(&self.sku_prefix, index), qty);
+                    lines.insert(index, qty);
                 }
                 lines.into_iter().collect()
             }
@@ -250,66 +249,67 @@ impl Worker {
             } else {
                 intended = Instant::now();
             }
-            let carts: Vec<(String, Vec<(String, u64)>)> = (0..self.args.batch)
+            let carts: Vec<Cart> = (0..self.args.batch)
                 .map(|_| {
                     n += 1;
-                    (format!("{}-{n}", self.prefix), self.cart())
+                    let lines = self.cart();
+                    Cart { number: n, units: lines.iter().map(|(_, qty)| qty).sum(), lines }
                 })
                 .collect();
             if interval.is_some() {
                 lag.saturating_record(intended.elapsed().as_micros().max(1) as u64);
             }
-            let held = self.reserve(&mut connection, &carts, Instant::now(), &mut latencies).await?;
+            let held = self.reserve(&mut connection, &carts, &mut latencies).await?;
             self.finish(&mut connection, held, &mut latencies).await?;
         }
         Ok((latencies, lag))
     }
 
-    /// Reserves the carts; returns the held ones with their unit count.
-    async fn reserve(
+    /// `{"op":"reserve",` (in a batch) `"id":...,"lines":[...]}`, written
+    /// directly: ids and SKU names are ours, plain ASCII with nothing to escape.
+    fn write_reserve(&self, body: &mut String, cart: &Cart, in_batch: bool) {
+        body.push_str(if in_batch { r#"{"op":"reserve","id":""# } else { r#"{"id":""# });
+        let _ = write!(body, r#"{}-{}","lines":["#, self.prefix, cart.number);
+        for (i, (sku, qty)) in cart.lines.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(body, r#"{comma}{{"sku":"{}","qty":{qty}}}"#, sku_name(&self.sku_prefix, *sku));
+        }
+        body.push_str("]}");
+    }
+
+    /// Reserves the carts; returns the held ones.
+    async fn reserve<'c>(
         &mut self,
         connection: &mut Connection,
-        carts: &[(String, Vec<(String, u64)>)],
-        sent: Instant,
+        carts: &'c [Cart],
         latencies: &mut Histogram<u64>,
-    ) -> anyhow::Result<Vec<(String, u64)>> {
-        let body = |id: &str, lines: &[(String, u64)]| json!({"id": id, "lines": lines.iter().map(|(sku, qty)| json!({"sku": sku, "qty": qty})).collect::<Vec<_>>()});
-        let statuses: Vec<StatusCode> = if self.args.batch == 1 {
-            let (id, lines) = &carts[0];
-            let answer = connection.json(Method::POST, "/v1/reservations", &body(id, lines)).await?;
-            vec![answer.status]
+    ) -> anyhow::Result<Vec<&'c Cart>> {
+        let single = self.args.batch == 1;
+        let mut body = String::with_capacity(128 * carts.len());
+        if single {
+            self.write_reserve(&mut body, &carts[0], false);
         } else {
-            let ops: Vec<Value> = carts
-                .iter()
-                .map(|(id, lines)| {
-                    let mut op = body(id, lines);
-                    op["op"] = json!("reserve");
-                    op
-                })
-                .collect();
-            let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?;
-            if answer.status != StatusCode::OK {
-                bail!("batch reserve: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+            body.push_str(r#"{"ops":["#);
+            for (i, cart) in carts.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                self.write_reserve(&mut body, cart, true);
             }
-            let results = answer.json()?;
-            results["results"]
-                .as_array()
-                .context("results")?
-                .iter()
-                .map(|r| {
-                    StatusCode::from_u16(r["status"].as_u64().unwrap_or(0) as u16)
-                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                })
-                .collect()
-        };
+            body.push_str("]}");
+        }
+        let path = if single { "/v1/reservations" } else { "/v1/batch" };
+        let sent = Instant::now();
+        let answer = connection.send(Method::POST, path, Some(Bytes::from(body))).await?;
+        let statuses = if single { vec![answer.status.as_u16()] } else { batch_statuses(answer, "reserve")? };
         latencies.saturating_record(sent.elapsed().as_micros().max(1) as u64);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut held = Vec::new();
-        for ((id, lines), status) in carts.iter().zip(statuses) {
-            match status {
+        for (cart, status) in carts.iter().zip(statuses) {
+            match StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR) {
                 StatusCode::CREATED => {
                     self.counters.holds.fetch_add(1, Ordering::Relaxed);
-                    held.push((id.clone(), lines.iter().map(|(_, qty)| qty).sum()));
+                    held.push(cart);
                 }
                 StatusCode::CONFLICT => drop(self.counters.refused.fetch_add(1, Ordering::Relaxed)),
                 StatusCode::SERVICE_UNAVAILABLE => drop(self.counters.busy.fetch_add(1, Ordering::Relaxed)),
@@ -323,54 +323,72 @@ impl Worker {
     async fn finish(
         &mut self,
         connection: &mut Connection,
-        held: Vec<(String, u64)>,
+        held: Vec<&Cart>,
         latencies: &mut Histogram<u64>,
     ) -> anyhow::Result<()> {
         if held.is_empty() || self.args.hold_only {
             return Ok(());
         }
-        let decisions: Vec<(String, u64, bool)> =
-            held.into_iter().map(|(id, units)| (id, units, self.next(100) < self.args.commit_percent)).collect();
+        let decisions: Vec<(&Cart, bool)> =
+            held.into_iter().map(|cart| (cart, self.next(100) < self.args.commit_percent)).collect();
+        let verb = |commit: bool| if commit { "commit" } else { "release" };
         let started = Instant::now();
-        let statuses: Vec<StatusCode> = if self.args.batch == 1 {
-            let (id, _, commit) = &decisions[0];
-            let path = format!("/v1/reservations/{id}/{}", if *commit { "commit" } else { "release" });
-            vec![connection.send(Method::POST, &path, Some(Bytes::from_static(b"{}"))).await?.status]
+        let statuses: Vec<u16> = if self.args.batch == 1 {
+            let (cart, commit) = decisions[0];
+            let path = format!("/v1/reservations/{}-{}/{}", self.prefix, cart.number, verb(commit));
+            vec![connection.send(Method::POST, &path, Some(Bytes::from_static(b"{}"))).await?.status.as_u16()]
         } else {
-            let ops: Vec<Value> = decisions
-                .iter()
-                .map(|(id, _, commit)| json!({"op": if *commit { "commit" } else { "release" }, "id": id}))
-                .collect();
-            let answer = connection.json(Method::POST, "/v1/batch", &json!({ "ops": ops })).await?;
-            if answer.status != StatusCode::OK {
-                bail!("batch commit/release: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+            let mut body = String::with_capacity(64 * decisions.len());
+            body.push_str(r#"{"ops":["#);
+            for (i, (cart, commit)) in decisions.iter().enumerate() {
+                let comma = if i == 0 { "" } else { "," };
+                let _ = write!(body, r#"{comma}{{"op":"{}","id":"{}-{}"}}"#, verb(*commit), self.prefix, cart.number);
             }
-            answer.json()?["results"]
-                .as_array()
-                .context("results")?
-                .iter()
-                .map(|r| {
-                    StatusCode::from_u16(r["status"].as_u64().unwrap_or(0) as u16)
-                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                })
-                .collect()
+            body.push_str("]}");
+            let answer = connection.send(Method::POST, "/v1/batch", Some(Bytes::from(body))).await?;
+            batch_statuses(answer, "commit/release")?
         };
         latencies.saturating_record(started.elapsed().as_micros().max(1) as u64);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        for ((_, units, commit), status) in decisions.iter().zip(statuses) {
+        for ((cart, commit), status) in decisions.iter().zip(statuses) {
             match status {
-                StatusCode::OK if *commit => drop(self.counters.committed_units.fetch_add(*units, Ordering::Relaxed)),
-                StatusCode::OK => {}
+                200 if *commit => drop(self.counters.committed_units.fetch_add(cart.units, Ordering::Relaxed)),
+                200 => {}
                 _ => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     if *commit {
-                        self.counters.uncertain_commit_units.fetch_add(*units, Ordering::Relaxed);
+                        self.counters.uncertain_commit_units.fetch_add(cart.units, Ordering::Relaxed);
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// One cart: its number (the id is `PREFIX-NUMBER`), lines and total units.
+struct Cart {
+    number: u64,
+    lines: Vec<(u64, u64)>,
+    units: u64,
+}
+
+/// The per-op statuses of a `/v1/batch` answer, read without building a
+/// JSON tree (the load generator must cost the machine little).
+fn batch_statuses(answer: Answer, what: &str) -> anyhow::Result<Vec<u16>> {
+    #[derive(serde::Deserialize)]
+    struct Results {
+        results: Vec<OpStatus>,
+    }
+    #[derive(serde::Deserialize)]
+    struct OpStatus {
+        status: u16,
+    }
+    if answer.status != StatusCode::OK {
+        bail!("batch {what}: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+    }
+    let results: Results = serde_json::from_slice(&answer.body).context("batch results")?;
+    Ok(results.results.into_iter().map(|result| result.status).collect())
 }
 
 fn report(

@@ -180,14 +180,21 @@ async fn batch_answers_one_result_per_op_as_its_endpoint_would() {
         {"op": "no_such_op"},
         {"op": "reserve", "id": "r", "lines": [{"sku": "x", "qty": 0}]},
         {"op": "get_sku", "sku": "a"},
+        {"op": "get_sku", "sku": "a", "delta": 1},
+        {"op": "commit"},
+        {"op": "set_stock", "sku": "a", "on_hand": -1},
     ]});
     let answer = c.json(Method::POST, "/v1/batch", &ops).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     let results = answer.json().unwrap()["results"].clone();
     let statuses: Vec<u64> = results.as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
-    assert_eq!(statuses, [200, 200, 404, 422, 422, 200]);
+    assert_eq!(statuses, [200, 200, 404, 422, 422, 200, 422, 422, 422]);
     assert_eq!(results[4]["body"]["error"], "qty_out_of_range");
     assert_eq!(results[5]["body"]["on_hand"], 5);
+    let message = |i: usize| results[i]["body"]["message"].as_str().unwrap().to_owned();
+    assert!(message(6).contains("unknown field `delta`"), "another op's field is refused: {}", message(6));
+    assert!(message(7).contains("missing field `id`"), "{}", message(7));
+    assert_eq!(results[8]["body"]["error"], "invalid_body", "a negative on_hand");
 
     let cart = json!({"op": "reserve", "id": "cart-1", "lines": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 1}]});
     let ops = json!({"ops": [cart.clone(), {"op": "commit", "id": "unknown"}, {"op": "release", "id": "unknown"}]});

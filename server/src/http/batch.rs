@@ -1,8 +1,8 @@
 //! `POST /v1/batch`: up to `batch_ops_max` ops in one request, applied
 //! through the engine's batched API (one queue message per shard), one
-//! result per op, in order. Each op is authorised (on its `op` alone) and
-//! then parsed on its own: a bad op gets the 4xx its endpoint would give
-//! and the others still run.
+//! result per op, in order. Each op is parsed and authorised on its own (a
+//! forbidden op is 403 however malformed): a bad op gets the 4xx its
+//! endpoint would give and the others still run.
 
 use crate::http::auth::{forbidden, Caller, Role};
 use crate::http::convert;
@@ -71,56 +71,76 @@ pub async fn batch(
     Ok(Json(BatchResults { results: results.into_iter().map(|result| result.expect("every op answered")).collect() }))
 }
 
-/// Authorises, parses and validates one op.
+/// Parses, authorises and validates one op.
 fn plan(text: &str, role: Role) -> Result<(Request, Answer), ApiError> {
-    let invalid =
-        |error: serde_json::Error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", error.to_string());
-    let tag: BatchOpTag = serde_json::from_str(text).map_err(invalid)?;
-    let needed = match tag.op {
+    let op: BatchOp = match serde_json::from_str(text) {
+        Ok(op) => op,
+        Err(error) => {
+            // An op the caller may not run is forbidden, however malformed.
+            if let Ok(tag) = serde_json::from_str::<BatchOpTag>(text) {
+                authorise(tag.op, role)?;
+            }
+            return Err(invalid(error.to_string()));
+        }
+    };
+    authorise(op.op, role)?;
+    if let Some(foreign) = op.present().find(|field| !op.op.fields().contains(field)) {
+        return Err(invalid(format!("unknown field `{foreign}` for op `{}`", op.op.name())));
+    }
+    let missing = |field: &str| invalid(format!("missing field `{field}` for op `{}`", op.op.name()));
+    let id = |id: Option<String>| id.ok_or_else(|| missing("id"));
+    let sku = |sku: Option<String>| sku.ok_or_else(|| missing("sku")).and_then(|sku| convert::sku(&sku));
+    Ok(match op.op {
+        BatchOpKind::Reserve => {
+            let (id, lines) = (id(op.id)?, op.lines.ok_or_else(|| missing("lines"))?);
+            let (request, lines) = convert::reserve(&id, lines, op.ttl_ms)?;
+            (request, Answer::Reserve { id, lines })
+        }
+        BatchOpKind::Commit => (Request::Commit { id: convert::reservation_id(&id(op.id)?)? }, Answer::Decision),
+        BatchOpKind::Release => (Request::Release { id: convert::reservation_id(&id(op.id)?)? }, Answer::Decision),
+        BatchOpKind::SetStock => {
+            let (sku, on_hand) = (sku(op.sku)?, op.on_hand.ok_or_else(|| missing("on_hand"))?);
+            let request = Request::SetStock { sku: sku.clone(), on_hand, expected_version: op.expected_version };
+            (request, Answer::Sku(sku))
+        }
+        BatchOpKind::Adjust => {
+            let (sku, delta) = (sku(op.sku)?, op.delta.ok_or_else(|| missing("delta"))?);
+            (Request::AdjustStock { sku: sku.clone(), delta }, Answer::Sku(sku))
+        }
+        BatchOpKind::GetSku => {
+            let sku = sku(op.sku)?;
+            (Request::GetSku { sku: sku.clone() }, Answer::Sku(sku))
+        }
+        BatchOpKind::GetReservation => {
+            (Request::GetReservation { id: convert::reservation_id(&id(op.id)?)? }, Answer::Reservation)
+        }
+    })
+}
+
+fn authorise(kind: BatchOpKind, role: Role) -> Result<(), ApiError> {
+    let needed = match kind {
         BatchOpKind::SetStock | BatchOpKind::Adjust => Role::Admin,
         BatchOpKind::Reserve | BatchOpKind::Commit | BatchOpKind::Release => Role::Checkout,
         BatchOpKind::GetSku | BatchOpKind::GetReservation => Role::Read,
     };
-    if !role.allows(needed) {
-        return Err(forbidden(needed));
+    if role.allows(needed) {
+        Ok(())
+    } else {
+        Err(forbidden(needed))
     }
-    let op: BatchOp = serde_json::from_str(text).map_err(invalid)?;
-    Ok(match op {
-        BatchOp::Reserve { id, lines, ttl_ms } => {
-            let (request, lines) = convert::reserve(&id, &lines, ttl_ms)?;
-            (request, Answer::Reserve { id, lines })
-        }
-        BatchOp::Commit { id, .. } => (Request::Commit { id: convert::reservation_id(&id)? }, Answer::Decision),
-        BatchOp::Release { id } => (Request::Release { id: convert::reservation_id(&id)? }, Answer::Decision),
-        BatchOp::SetStock { sku, on_hand, expected_version } => {
-            let sku = convert::sku(&sku)?;
-            (Request::SetStock { sku: sku.clone(), on_hand, expected_version }, Answer::Sku(sku))
-        }
-        BatchOp::Adjust { sku, delta } => {
-            let sku = convert::sku(&sku)?;
-            (Request::AdjustStock { sku: sku.clone(), delta }, Answer::Sku(sku))
-        }
-        BatchOp::GetSku { sku } => {
-            let sku = convert::sku(&sku)?;
-            (Request::GetSku { sku: sku.clone() }, Answer::Sku(sku))
-        }
-        BatchOp::GetReservation { id } => {
-            (Request::GetReservation { id: convert::reservation_id(&id)? }, Answer::Reservation)
-        }
-    })
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
 }
 
 fn answer_op(answer: Answer, outcome: Outcome) -> BatchResult {
     let ok = |body, replayed| BatchResult { status: StatusCode::OK.as_u16(), body, replayed };
     let answered = match answer {
         Answer::Sku(sku) => convert::answer_sku(&sku, outcome).map(|body| ok(ResultBody::Sku(body), false)),
-        Answer::Reserve { id, lines } => {
-            convert::answer_reserve(&id, lines, outcome).map(|(status, body, replayed)| BatchResult {
-                status: status.as_u16(),
-                body: ResultBody::Reservation(body),
-                replayed,
-            })
-        }
+        Answer::Reserve { id, lines } => convert::answer_reserve(id, lines, outcome).map(|(status, body, replayed)| {
+            BatchResult { status: status.as_u16(), body: ResultBody::Reservation(body), replayed }
+        }),
         Answer::Decision => convert::answer_decision(outcome).map(|body| ok(ResultBody::Decision(body), false)),
         Answer::Reservation => {
             convert::answer_reservation(outcome).map(|body| ok(ResultBody::Reservation(body), false))

@@ -17,24 +17,21 @@ pub fn reservation_id(text: &str) -> Result<ReservationId, ApiError> {
     ReservationId::new(text).map_err(ApiError::from)
 }
 
-/// A reserve request, and the lines to answer with (in SKU order).
-pub fn reserve(id: &str, lines: &[LineBody], ttl_ms: Option<u64>) -> Result<(Request, Vec<LineBody>), ApiError> {
+/// A reserve request, and the lines to answer with: the client's, checked,
+/// in SKU order (the order the engine keeps).
+pub fn reserve(id: &str, mut lines: Vec<LineBody>, ttl_ms: Option<u64>) -> Result<(Request, Vec<LineBody>), ApiError> {
     let id = reservation_id(id)?;
+    // Limits (line count, duplicates, TTL) are the engine's to check; its
+    // answer is the same rejection either way. Sorting here is harmless.
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
     let mut cart = Vec::with_capacity(lines.len());
-    for line in lines {
+    for line in &lines {
         let sku = sku(&line.sku)?;
         let qty = u32::try_from(line.qty).ok().filter(|qty| (1..=QTY_MAX).contains(qty));
         let qty = qty.ok_or_else(|| ApiError::from(Rejection::QtyOutOfRange))?;
         cart.push(CartLine { sku, qty });
     }
-    let mut request = ReserveRequest { id, lines: cart, ttl_ms };
-    let mut answer_lines: Vec<LineBody> =
-        request.lines.iter().map(|line| LineBody { sku: line.sku.to_string(), qty: i64::from(line.qty) }).collect();
-    answer_lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    // Limits (line count, duplicates, TTL) are the engine's to check; its
-    // answer is the same rejection either way. Sorting here is harmless.
-    request.lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    Ok((Request::Reserve(request), answer_lines))
+    Ok((Request::Reserve(ReserveRequest { id, lines: cart, ttl_ms }), lines))
 }
 
 pub fn sku_body(sku: &Sku, counts: SkuCounts) -> SkuBody {
@@ -58,14 +55,13 @@ pub fn answer_sku(sku: &Sku, outcome: Outcome) -> Result<SkuBody, ApiError> {
 /// The answer to a reserve: 201 and the hold (also for a replay, which
 /// answers as the original did), and whether it was a replay.
 pub fn answer_reserve(
-    id: &str,
+    id: String,
     lines: Vec<LineBody>,
     outcome: Outcome,
 ) -> Result<(StatusCode, ReservationBody, bool), ApiError> {
     match outcome? {
         Reply::Held(hold) => {
-            let body =
-                ReservationBody { id: id.to_owned(), state: "held".into(), expires_at_ms: hold.expires_at_ms, lines };
+            let body = ReservationBody { id, state: "held", expires_at_ms: hold.expires_at_ms, lines };
             Ok((StatusCode::CREATED, body, hold.replayed))
         }
         other => unreachable!("a reserve answered {other:?}"),
@@ -74,8 +70,8 @@ pub fn answer_reserve(
 
 pub fn answer_decision(outcome: Outcome) -> Result<DecisionBody, ApiError> {
     match outcome? {
-        Reply::Committed => Ok(DecisionBody { state: "committed".into() }),
-        Reply::Released => Ok(DecisionBody { state: "released".into() }),
+        Reply::Committed => Ok(DecisionBody { state: "committed" }),
+        Reply::Released => Ok(DecisionBody { state: "released" }),
         other => unreachable!("a decision answered {other:?}"),
     }
 }
@@ -84,7 +80,7 @@ pub fn answer_reservation(outcome: Outcome) -> Result<ReservationBody, ApiError>
     match outcome? {
         Reply::Reservation(view) => Ok(ReservationBody {
             id: view.id.to_string(),
-            state: view.state.as_str().into(),
+            state: view.state.as_str(),
             expires_at_ms: view.expires_at_ms,
             lines: view
                 .lines

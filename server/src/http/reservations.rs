@@ -24,9 +24,10 @@ use stockd_engine::Request;
         (status = 422, body = ErrorBody, description = "idempotency_key_reused, reservation_id_invalid, sku_invalid, qty_out_of_range, lines_out_of_range, duplicate_sku, ttl_out_of_range, invalid_body"),
         (status = 503, body = ErrorBody, description = "busy (Retry-After), shutting_down, storage_failed")))]
 pub async fn reserve(State(state): State<AppState>, AppJson(body): AppJson<ReserveBody>) -> Result<Response, ApiError> {
-    let (request, lines) = convert::reserve(&body.id, &body.lines, body.ttl_ms)?;
+    let ReserveBody { id, lines, ttl_ms } = body;
+    let (request, lines) = convert::reserve(&id, lines, ttl_ms)?;
     let outcome = state.engine()?.submit(request).await;
-    let (status, body, replayed) = convert::answer_reserve(&body.id, lines, outcome)?;
+    let (status, body, replayed) = convert::answer_reserve(id, lines, outcome)?;
     Ok(held_response(status, body, replayed))
 }
 

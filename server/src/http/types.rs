@@ -67,11 +67,11 @@ pub struct SkuBody {
 }
 
 /// A reservation (the answer to a hold, and to `GET /v1/reservations/{id}`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ReservationBody {
     pub id: String,
     /// held, committed, released or expired.
-    pub state: String,
+    pub state: &'static str,
     pub expires_at_ms: u64,
     /// In SKU order.
     pub lines: Vec<LineBody>,
@@ -86,9 +86,9 @@ impl PartialEq for LineBody {
 impl Eq for LineBody {}
 
 /// The answer to a commit or a release.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct DecisionBody {
-    pub state: String,
+    pub state: &'static str,
 }
 
 /// Every error: a stable code, a message, and what the client needs to act.
@@ -137,15 +137,15 @@ pub struct BatchBody {
     pub ops: Vec<serde_json::Value>,
 }
 
-/// The `op` of a batch op, read first so that the caller's role is checked
-/// before the rest of the op is parsed (as an endpoint checks it before its
-/// body).
+/// The `op` of a batch op alone: read when an op does not parse, so that a
+/// caller who may not run the op at all learns 403 (as an endpoint checks
+/// the role before the body).
 #[derive(Debug, Deserialize)]
 pub struct BatchOpTag {
     pub op: BatchOpKind,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchOpKind {
     Reserve,
@@ -157,40 +157,66 @@ pub enum BatchOpKind {
     GetReservation,
 }
 
-/// One op of a batch, as parsed.
+impl BatchOpKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchOpKind::Reserve => "reserve",
+            BatchOpKind::Commit => "commit",
+            BatchOpKind::Release => "release",
+            BatchOpKind::SetStock => "set_stock",
+            BatchOpKind::Adjust => "adjust",
+            BatchOpKind::GetSku => "get_sku",
+            BatchOpKind::GetReservation => "get_reservation",
+        }
+    }
+
+    /// The fields an op of this kind may carry besides `op`.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            BatchOpKind::Reserve => &["id", "lines", "ttl_ms"],
+            BatchOpKind::Commit => &["id", "order"],
+            BatchOpKind::Release | BatchOpKind::GetReservation => &["id"],
+            BatchOpKind::SetStock => &["sku", "on_hand", "expected_version"],
+            BatchOpKind::Adjust => &["sku", "delta"],
+            BatchOpKind::GetSku => &["sku"],
+        }
+    }
+}
+
+/// One op of a batch as parsed: `op` and every field any op takes, in one
+/// pass (an internally tagged enum would buffer each op first). The
+/// endpoint's body plus `"op"`; `batch::plan` refuses fields that are not
+/// the op's own and requires the ones it needs.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum BatchOp {
-    Reserve {
-        id: String,
-        lines: Vec<LineBody>,
-        #[serde(default)]
-        ttl_ms: Option<u64>,
-    },
-    Commit {
-        id: String,
-        #[serde(default)]
-        order: Option<serde_json::Map<String, serde_json::Value>>,
-    },
-    Release {
-        id: String,
-    },
-    SetStock {
-        sku: String,
-        on_hand: u64,
-        #[serde(default)]
-        expected_version: Option<u64>,
-    },
-    Adjust {
-        sku: String,
-        delta: i64,
-    },
-    GetSku {
-        sku: String,
-    },
-    GetReservation {
-        id: String,
-    },
+#[serde(deny_unknown_fields)]
+pub struct BatchOp {
+    pub op: BatchOpKind,
+    pub id: Option<String>,
+    pub lines: Option<Vec<LineBody>>,
+    pub ttl_ms: Option<u64>,
+    pub order: Option<serde_json::Map<String, serde_json::Value>>,
+    pub sku: Option<String>,
+    pub on_hand: Option<u64>,
+    pub expected_version: Option<u64>,
+    pub delta: Option<i64>,
+}
+
+impl BatchOp {
+    /// The fields present, by name.
+    pub fn present(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            ("id", self.id.is_some()),
+            ("lines", self.lines.is_some()),
+            ("ttl_ms", self.ttl_ms.is_some()),
+            ("order", self.order.is_some()),
+            ("sku", self.sku.is_some()),
+            ("on_hand", self.on_hand.is_some()),
+            ("expected_version", self.expected_version.is_some()),
+            ("delta", self.delta.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+    }
 }
 
 /// `POST /v1/batch` as parsed: each op stays raw JSON until it is parsed
