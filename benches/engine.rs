@@ -199,8 +199,8 @@ fn state_machine(c: &mut Criterion) {
                     Command::Reserve(part) => Some(&part.lines[0].sku),
                     _ => None,
                 });
-                state.warm(ids, skus);
                 let mut batch = state.batch();
+                batch.warm(ids, skus);
                 for command in holds.iter().chain(&commits) {
                     batch.apply(command, now_ms).unwrap();
                 }

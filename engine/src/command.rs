@@ -52,6 +52,32 @@ pub enum Command {
     Tick { up_to: TimerKey },
 }
 
+impl Command {
+    /// The reservation this command looks up, if any.
+    pub fn reservation_id(&self) -> Option<&ReservationId> {
+        match self {
+            Command::Reserve(part) => Some(&part.id),
+            Command::Commit { id }
+            | Command::Release { id }
+            | Command::CommitPart { id }
+            | Command::ReleasePart { id }
+            | Command::ExpirePart { id }
+            | Command::Abort { id, .. } => Some(id),
+            Command::SetStock { .. } | Command::AdjustStock { .. } | Command::Tick { .. } => None,
+        }
+    }
+
+    /// The SKUs this command looks up.
+    pub fn skus(&self) -> impl Iterator<Item = &Sku> {
+        let (lines, single): (&[CartLine], Option<&Sku>) = match self {
+            Command::Reserve(part) => (&part.lines, None),
+            Command::SetStock { sku, .. } | Command::AdjustStock { sku, .. } => (&[], Some(sku)),
+            _ => (&[], None),
+        };
+        lines.iter().map(|line| &line.sku).chain(single)
+    }
+}
+
 /// One shard's part of a cart, as held and as logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservePart {

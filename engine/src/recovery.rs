@@ -17,7 +17,7 @@ use crate::command::{Command, ReservationState};
 use crate::durable::{Failure, LogSetup, Logged};
 use crate::engine::{Engine, EngineConfig, StoreHandles};
 use crate::snapshot;
-use crate::state::{ShardConfig, ShardState};
+use crate::state::{Batch, ShardConfig, ShardState};
 use crate::store::{prepare_layout, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +27,8 @@ use stockd_wal::{list_snapshots, read_snapshot, scan, LogOptions, LogTail, LogWr
 
 /// Records replayed between two updates of the shared progress counters.
 const PROGRESS_STEP: u64 = 4_096;
+/// Records decoded and warmed together before they are applied.
+const REPLAY_WINDOW: usize = 64;
 
 /// Counters recovery advances as it goes, for a progress bar.
 #[derive(Default)]
@@ -135,7 +137,7 @@ fn replay_all(
 ) -> Result<Vec<Replayed>, StoreError> {
     for shard in 0..shards {
         for segment in stockd_wal::list_segments(storage, &shard_dir(&store.data_dir, shard))? {
-            let len = storage.read(&segment.path).map(|bytes| bytes.len() as u64).unwrap_or(0);
+            let len = storage.len(&segment.path).unwrap_or(0);
             progress.bytes_total.fetch_add(len, Ordering::Relaxed);
         }
     }
@@ -169,25 +171,45 @@ pub(crate) fn replay_shard(
     let (mut records, mut bytes) = (0u64, 0u64);
     let outcome = {
         let mut batch = state.batch();
-        scan(storage, &dir, shard, after_lsn, |lsn, payload| {
-            let (at_ms, command) = codec::decode(payload)?;
-            let before = batch.mutations();
-            // The outcome was sent to a caller when the command was logged;
-            // replay only needs the state change.
-            let _ = batch.apply(&command, at_ms);
-            if batch.mutations() == before {
-                diverged.get_or_insert((lsn, format!("{command:?} changed nothing")));
-                return Err("replay diverged".to_owned());
+        // Records are applied a window at a time, each window warmed first
+        // (see `Batch::warm`): decoded, then looked up together, then applied.
+        let mut window: Vec<(u64, u64, Command)> = Vec::with_capacity(REPLAY_WINDOW);
+        let mut apply_window = |batch: &mut Batch<'_>, window: &mut Vec<(u64, u64, Command)>| {
+            let commands = || window.iter().map(|(_, _, command)| command);
+            batch.warm(commands().filter_map(Command::reservation_id), commands().flat_map(Command::skus));
+            for (lsn, at_ms, command) in window.drain(..) {
+                let before = batch.mutations();
+                // The outcome was sent to a caller when the command was
+                // logged; replay only needs the state change.
+                let _ = batch.apply(&command, at_ms);
+                if batch.mutations() == before {
+                    diverged.get_or_insert((lsn, format!("{command:?} changed nothing")));
+                    return Err("replay diverged".to_owned());
+                }
+                now_ms = now_ms.max(at_ms);
             }
-            now_ms = now_ms.max(at_ms);
+            Ok(())
+        };
+        let scanned = scan(storage, &dir, shard, after_lsn, |lsn, payload| {
+            let (at_ms, command) = codec::decode(payload)?;
+            window.push((lsn, at_ms, command));
             records += 1;
             bytes += payload.len() as u64 + 32;
             if records % PROGRESS_STEP == 0 {
                 progress.records.fetch_add(PROGRESS_STEP, Ordering::Relaxed);
                 progress.bytes_read.fetch_add(std::mem::take(&mut bytes), Ordering::Relaxed);
             }
+            if window.len() == REPLAY_WINDOW {
+                apply_window(&mut batch, &mut window)?;
+            }
             Ok(())
-        })
+        });
+        if scanned.is_ok() {
+            // The last, partial window. A divergence is kept in `diverged`,
+            // which the caller checks first.
+            let _ = apply_window(&mut batch, &mut window);
+        }
+        scanned
     };
     progress.records.fetch_add(records % PROGRESS_STEP, Ordering::Relaxed);
     progress.bytes_read.fetch_add(bytes, Ordering::Relaxed);
@@ -290,5 +312,56 @@ fn reconcile(
 impl ShardRecovery {
     fn shard_dir_hint(&self) -> PathBuf {
         PathBuf::from(format!("shard-{:02}", self.shard))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::request::Request;
+    use crate::Sku;
+    use stockd_wal::MemStorage;
+
+    fn store(storage: &Arc<MemStorage>) -> StoreConfig {
+        let segment_bytes_max = stockd_wal::SEGMENT_BYTES_MIN;
+        StoreConfig { storage: storage.clone(), lock: false, segment_bytes_max, ..StoreConfig::new("/data") }
+    }
+
+    /// A log of `good` applied SetStock records followed by a checksummed,
+    /// well-formed record that changes nothing (a commit of an id no
+    /// record ever held): replay must refuse at exactly that LSN, whether
+    /// the record falls in a full window or in the last, partial one.
+    #[test]
+    fn replay_refuses_a_record_that_changes_nothing_wherever_it_falls() {
+        for good in [1, REPLAY_WINDOW - 1, REPLAY_WINDOW, 3 * REPLAY_WINDOW + 5] {
+            let storage = MemStorage::new();
+            let config = EngineConfig { shards: 1, ..EngineConfig::default() };
+            let clock = Arc::new(ManualClock::new(1_000));
+            let (engine, _) =
+                Engine::open(config.clone(), store(&storage), clock.clone(), &Default::default()).unwrap();
+            for i in 0..good {
+                let sku = Sku::new(&format!("sku-{i}")).unwrap();
+                engine.submit_blocking(Request::SetStock { sku, on_hand: 1, expected_version: None }).unwrap();
+            }
+            engine.shutdown();
+            drop(engine);
+
+            let dir = shard_dir(std::path::Path::new("/data"), 0);
+            let replayed =
+                replay_shard(storage.as_ref(), std::path::Path::new("/data"), 0, &Default::default()).unwrap();
+            let options = LogOptions { shard: 0, segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN };
+            let mut writer = LogWriter::open(storage.clone(), &dir, options, replayed.tail).unwrap();
+            let nobody = Command::Commit { id: crate::ReservationId::new("nobody").unwrap() };
+            let bad_lsn = writer.append(|buffer| codec::encode(&nobody, 2_000, buffer));
+            writer.write().unwrap().sync().unwrap();
+            drop(writer);
+
+            let error = Engine::open(config, store(&storage), clock, &Default::default()).err().expect("refuses");
+            match error {
+                StoreError::Replay { shard: 0, lsn, .. } => assert_eq!(lsn, bad_lsn, "after {good} good records"),
+                other => panic!("after {good} good records: {other}"),
+            }
+        }
     }
 }

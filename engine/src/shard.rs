@@ -76,7 +76,7 @@ impl ClientOp {
     /// The reservation this op looks up, if any.
     fn reservation_id(&self) -> Option<&ReservationId> {
         match self {
-            ClientOp::Apply(Command::Commit { id } | Command::Release { id }) => Some(id),
+            ClientOp::Apply(command) => command.reservation_id(),
             ClientOp::ReserveLocal { id, .. } => Some(id),
             ClientOp::ReserveCart(cart) => Some(&cart.id),
             ClientOp::Query(Query::GetReservation { id }) => Some(id),
@@ -389,8 +389,6 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
             op_count += message.op_count();
             clients.push(message);
         }
-        let ops = || clients.iter().flat_map(ClientMessage::ops);
-        state.warm(ops().filter_map(ClientOp::reservation_id), ops().flat_map(ClientOp::skus));
         // Shard time never goes backwards, whatever the clock does.
         now_ms = now_ms.max(clock.now_ms());
         let failure = durability.failure();
@@ -425,6 +423,8 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                 // Nothing more is applied; do not let them pile up.
                 peers.clear();
             }
+            let ops = || clients.iter().flat_map(ClientMessage::ops);
+            turn.batch.warm(ops().filter_map(ClientOp::reservation_id), ops().flat_map(ClientOp::skus));
             for message in clients.drain(..) {
                 match (message, &failure) {
                     (ClientMessage::Stop, _) => {

@@ -84,23 +84,6 @@ impl ShardState {
         self.config.shard
     }
 
-    /// Looks up, and forgets, the reservations and SKUs a batch is about to
-    /// use: a hint that changes nothing. With millions of reservations or
-    /// SKUs each lookup is a chain of cache misses; looked up together,
-    /// before the batch, independent lookups overlap their misses, and the
-    /// batch then finds its lines in cache.
-    pub fn warm<'a>(&self, reservations: impl Iterator<Item = &'a ReservationId>, skus: impl Iterator<Item = &'a Sku>) {
-        for id in reservations {
-            self.reservations.warm(id);
-        }
-        let index = self.index.read();
-        for sku in skus {
-            if let Some(slot) = index.find(sku.as_str(), sku.key_hash()) {
-                std::hint::black_box(self.counts[slot as usize]);
-            }
-        }
-    }
-
     /// Starts applying commands.
     pub fn batch(&mut self) -> Batch<'_> {
         let state = StateParts {
@@ -239,6 +222,22 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// Looks up, and forgets, the reservations and SKUs the next commands
+    /// will use: a hint that changes nothing. With millions of reservations
+    /// or SKUs each lookup is a chain of cache misses; looked up together,
+    /// before the commands, independent lookups overlap their misses, and
+    /// the commands then find their lines in cache.
+    pub fn warm<'c>(&self, reservations: impl Iterator<Item = &'c ReservationId>, skus: impl Iterator<Item = &'c Sku>) {
+        for id in reservations {
+            self.state.reservations.warm(id);
+        }
+        for sku in skus {
+            if let Some(slot) = self.find_sku(sku) {
+                std::hint::black_box(self.state.counts[slot as usize]);
+            }
+        }
+    }
+
     /// The state machine. Deterministic: the outcome and the new state depend
     /// only on the state, the command and `now_ms`.
     pub fn apply(&mut self, command: &Command, now_ms: u64) -> PartOutcome {

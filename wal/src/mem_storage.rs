@@ -256,6 +256,10 @@ impl Storage for MemStorage {
         Ok(bytes)
     }
 
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        Ok(self.file(path)?.written.lock().len() as u64)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         if state.faults.write_fails() {

@@ -26,6 +26,8 @@ pub trait Storage: Send + Sync + 'static {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     /// The whole file, in a buffer aligned for in-place access.
     fn read(&self, path: &Path) -> io::Result<AlignedBytes>;
+    /// The file's length in bytes.
+    fn len(&self, path: &Path) -> io::Result<u64>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
@@ -85,6 +87,10 @@ impl Storage for FsStorage {
         bytes.resize(len, 0);
         file.read_exact(&mut bytes)?;
         Ok(bytes)
+    }
+
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
