@@ -338,8 +338,7 @@ mod tests {
             let storage = MemStorage::new();
             let config = EngineConfig { shards: 1, ..EngineConfig::default() };
             let clock = Arc::new(ManualClock::new(1_000));
-            let (engine, _) =
-                Engine::open(config.clone(), store(&storage), clock.clone(), &Default::default()).unwrap();
+            let (engine, _) = Engine::open(config, store(&storage), clock.clone(), &Default::default()).unwrap();
             for i in 0..good {
                 let sku = Sku::new(&format!("sku-{i}")).unwrap();
                 engine.submit_blocking(Request::SetStock { sku, on_hand: 1, expected_version: None }).unwrap();
