@@ -19,7 +19,7 @@ use crate::ids::{ReservationId, Sku};
 use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts};
 use crate::rejection::Rejection;
-use crate::snapshot::StateImage;
+use crate::snapshot::{ImageRoom, StateImage};
 use crate::state::{publish, Batch, ShardState};
 use crate::stats::ShardStats;
 use crossbeam_channel::{Receiver, Sender};
@@ -260,6 +260,9 @@ pub(crate) trait Durability: Send {
     fn failure(&self) -> Option<Rejection>;
     /// Whether enough log was written since the last snapshot to take one.
     fn wants_snapshot(&self) -> bool;
+    /// An empty image to capture a snapshot into, once it is ready: the
+    /// first call asks for one with `room`, a later turn's call gets it.
+    fn snapshot_image(&mut self, room: &dyn Fn() -> ImageRoom) -> Option<StateImage>;
     /// The LSN of the last record appended (`None`: there is no log).
     fn last_lsn(&self) -> Option<u64>;
     /// Waits until every ended batch has completed.
@@ -285,6 +288,10 @@ impl Durability for InMemory {
 
     fn wants_snapshot(&self) -> bool {
         false
+    }
+
+    fn snapshot_image(&mut self, _room: &dyn Fn() -> ImageRoom) -> Option<StateImage> {
+        Some(StateImage::default())
     }
 
     fn last_lsn(&self) -> Option<u64> {
@@ -451,9 +458,14 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
             }
         }
         if !snapshot_waiters.is_empty() || durability.wants_snapshot() {
-            let began = std::time::Instant::now();
-            take_snapshot(&state, durability.as_ref(), now_ms, &mut snapshot_waiters, &mut done);
-            stats.snapshot_capture_us.record(began.elapsed().as_micros() as u64);
+            // Stopping: capture now rather than wait for prepared memory.
+            let image =
+                if stopping { Some(StateImage::default()) } else { durability.snapshot_image(&|| state.image_room()) };
+            if let Some(image) = image {
+                let began = std::time::Instant::now();
+                take_snapshot(&state, image, durability.as_ref(), now_ms, &mut snapshot_waiters, &mut done);
+                stats.snapshot_capture_us.record(began.elapsed().as_micros() as u64);
+            }
         }
         stats.record_turn(op_count, &state, carts.len());
         done = durability.end_batch(done);
@@ -556,6 +568,7 @@ fn handle_op(turn: &mut Turn<'_, '_>, carts: &mut Carts, op: ClientOp, waiter: W
 /// Captures the state after this batch; it is written once the batch is durable.
 fn take_snapshot(
     state: &ShardState,
+    image: StateImage,
     durability: &dyn Durability,
     now_ms: u64,
     waiters: &mut Vec<oneshot::Sender<PartOutcome>>,
@@ -568,7 +581,8 @@ fn take_snapshot(
         }
         return;
     };
-    done.snapshot = Some(SnapshotJob { image: state.capture(lsn, now_ms), replies: std::mem::take(waiters) });
+    done.snapshot =
+        Some(SnapshotJob { image: state.capture_into(image, lsn, now_ms), replies: std::mem::take(waiters) });
 }
 
 fn handle_peer(turn: &mut Turn<'_, '_>, carts: &mut Carts, message: PeerMessage) {
