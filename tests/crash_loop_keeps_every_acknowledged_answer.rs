@@ -26,6 +26,8 @@ use stockd_engine::{Engine, EngineConfig, StoreConfig, SystemClock};
 const SHARDS: usize = 3;
 const CHILD_ENV: &str = "STOCKD_CRASH_CHILD_DIR";
 const ROUND_ENV: &str = "STOCKD_CRASH_ROUND";
+/// The one test of this binary; with `CHILD_ENV` set it is the child.
+const TEST_NAME: &str = "crash_loop_keeps_every_acknowledged_answer";
 const WORKERS: u64 = 3;
 const CHILD_OPS_MAX: usize = 200_000;
 const LINE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,12 +52,9 @@ fn open(dir: &Path) -> Engine {
 
 // ---- the child ---------------------------------------------------------
 
-/// The child's entry point: ignored in a normal run, started by the parent
-/// with `--ignored --exact`.
-#[test]
-#[ignore = "the crash loop's child process; the parent test starts it"]
-fn crash_child() {
-    let dir = PathBuf::from(std::env::var(CHILD_ENV).expect("run by the crash loop"));
+/// The child: the test binary run again by the parent with `CHILD_ENV`
+/// set (see `spawn_child`).
+fn crash_child(dir: PathBuf) {
     let round: u64 = std::env::var(ROUND_ENV).expect("run by the crash loop").parse().unwrap();
     let engine = Arc::new(open(&dir));
     report("READY".into());
@@ -90,7 +89,7 @@ fn report(line: String) {
 
 fn spawn_child(dir: &Path, round: u64) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir)
         .env(ROUND_ENV, round.to_string())
         .stdout(Stdio::piped())
@@ -143,6 +142,9 @@ fn run_round(dir: &Path, round: u64, kill_after: Option<u64>, knowledge: &mut Kn
 
 #[test]
 fn crash_loop_keeps_every_acknowledged_answer() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        return crash_child(PathBuf::from(dir));
+    }
     let kills: u64 = std::env::var("STOCKD_CRASH_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(50);
     let seed: u64 = std::env::var("STOCKD_CRASH_SEED").ok().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1

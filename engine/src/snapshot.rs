@@ -353,22 +353,7 @@ mod robustness {
     use proptest::prelude::*;
 
     fn real_image() -> rkyv::util::AlignedVec<16> {
-        let mut state = ShardState::new(ShardConfig { shard: 0 });
-        let mut batch = state.batch();
-        let sku = Sku::new("tee").unwrap();
-        batch.apply(&Command::SetStock { sku: sku.clone(), on_hand: 9, expected_version: None }, 0).unwrap();
-        let part = ReservePart {
-            id: ReservationId::new("r").unwrap(),
-            fingerprint: 1,
-            lines: vec![CartLine { sku, qty: 2 }],
-            expires_at_ms: 10,
-            forget_at_ms: 20,
-            home: 0,
-            participants: 1,
-        };
-        batch.apply(&Command::Reserve(part), 0).unwrap();
-        drop(batch);
-        state.capture(2, 0).to_bytes().unwrap()
+        state_with(2).capture(2, 0).to_bytes().unwrap()
     }
 
     #[test]

@@ -134,7 +134,9 @@ async fn every_endpoint_answers_its_documented_codes() {
     let answer = get(&mut c, "/v1/skus/sneaker-42").await.json().unwrap();
     assert_eq!((answer["on_hand"].clone(), answer["reserved"].clone()), (json!(13), json!(0)), "2 sold, nothing held");
 
-    // Expiry: a 1 s hold, watched (bounded) until it expires.
+    // Expiry: a 1 s hold, watched (bounded) until it expires. The server's
+    // clock decides and nothing announces it over HTTP, so the condition is
+    // polled: 50 ms between looks, 30 s at most.
     reserve(&mut c, json!({"id": "brief", "lines": [{"sku": "sneaker-42", "qty": 1}], "ttl_ms": 1000})).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&mut c, "/v1/reservations/brief").await.json().unwrap()["state"] != "expired" {

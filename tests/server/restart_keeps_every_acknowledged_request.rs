@@ -19,10 +19,11 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use stockd_engine::{Engine, EngineConfig, StoreConfig, SystemClock};
 use stockd_server::client::Connection;
 use support::Server;
+use tokio::sync::Notify;
 
 const SHARDS: usize = 3;
 const SHOPPERS: u64 = 6;
@@ -38,8 +39,8 @@ fn start(dir: &Path) -> Server {
 
 /// Reserves, commits and releases over HTTP until the server goes away,
 /// reporting every try and acknowledgement.
-async fn shop(server_address: std::net::SocketAddr, prefix: String, seed: u64, knowledge: Arc<Mutex<Knowledge>>) {
-    let report = |line: String| knowledge.lock().unwrap().learn(&line);
+async fn shop(server_address: std::net::SocketAddr, prefix: String, seed: u64, knowledge: Arc<Learned>) {
+    let report = |line: String| knowledge.learn(&line);
     let Ok(mut connection) = Connection::open(server_address, None).await else { return };
     let mut rng = Rng(seed);
     for n in 0.. {
@@ -74,14 +75,14 @@ async fn shop(server_address: std::net::SocketAddr, prefix: String, seed: u64, k
     }
 }
 
-async fn adjust(server_address: std::net::SocketAddr, knowledge: Arc<Mutex<Knowledge>>) {
+async fn adjust(server_address: std::net::SocketAddr, knowledge: Arc<Learned>) {
     let Ok(mut connection) = Connection::open(server_address, None).await else { return };
     loop {
-        knowledge.lock().unwrap().learn("TRY ADJUST");
+        knowledge.learn("TRY ADJUST");
         match connection.json(Method::POST, &format!("/v1/skus/{ADMIN_SKU}/adjust"), &json!({"delta": 1})).await {
             Ok(answer) if answer.status == StatusCode::OK => {
                 let on_hand = answer.json().unwrap()["on_hand"].as_u64().unwrap();
-                knowledge.lock().unwrap().learn(&format!("ACK ADJUSTED {on_hand}"));
+                knowledge.learn(&format!("ACK ADJUSTED {on_hand}"));
             }
             _ => return,
         }
@@ -89,7 +90,7 @@ async fn adjust(server_address: std::net::SocketAddr, knowledge: Arc<Mutex<Knowl
 }
 
 /// Starts the load; returns its tasks.
-fn load(server: &Server, round: u64, knowledge: &Arc<Mutex<Knowledge>>) -> Vec<tokio::task::JoinHandle<()>> {
+fn load(server: &Server, round: u64, knowledge: &Arc<Learned>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks: Vec<_> = (0..SHOPPERS)
         .map(|shopper| {
             tokio::spawn(shop(
@@ -104,13 +105,39 @@ fn load(server: &Server, round: u64, knowledge: &Arc<Mutex<Knowledge>>) -> Vec<t
     tasks
 }
 
+/// What the load learned, and a wake-up for whoever waits on it.
+#[derive(Default)]
+struct Learned {
+    knowledge: Mutex<Knowledge>,
+    changed: Notify,
+}
+
+impl Learned {
+    fn learn(&self, line: &str) {
+        self.lock().learn(line);
+        self.changed.notify_waiters();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Knowledge> {
+        self.knowledge.lock().unwrap()
+    }
+}
+
 /// Waits (bounded) until the load has `acks` acknowledgements.
-async fn wait_for_acks(knowledge: &Arc<Mutex<Knowledge>>, acks: usize) {
-    let holds = || knowledge.lock().unwrap().acknowledged_holds();
+async fn wait_for_acks(knowledge: &Arc<Learned>, acks: usize) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while holds() < acks {
-        assert!(tokio::time::Instant::now() < deadline, "the load stalled at {} holds", holds());
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    loop {
+        // Registered before the check, so no acknowledgement slips between.
+        let changed = knowledge.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let holds = knowledge.lock().acknowledged_holds();
+        if holds >= acks {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            panic!("the load stalled at {holds} holds");
+        }
     }
 }
 
@@ -118,7 +145,7 @@ async fn wait_for_acks(knowledge: &Arc<Mutex<Knowledge>>, acks: usize) {
 async fn sigterm_during_load_exits_0_and_keeps_every_acknowledged_request() {
     let dir = tempfile::tempdir().unwrap();
     stock_up(&open(dir.path()));
-    let knowledge = Arc::new(Mutex::new(Knowledge::default()));
+    let knowledge = Arc::new(Learned::default());
     let server = start(dir.path());
     let tasks = load(&server, 0, &knowledge);
     wait_for_acks(&knowledge, 300).await;
@@ -128,7 +155,7 @@ async fn sigterm_during_load_exits_0_and_keeps_every_acknowledged_request() {
         task.await.expect("a shopper panicked");
     }
     let engine = open(dir.path());
-    let knowledge = knowledge.lock().unwrap();
+    let knowledge = knowledge.lock();
     verify(&engine, &knowledge, "after SIGTERM");
     assert!(knowledge.acknowledged_holds() >= 300);
 }
@@ -137,19 +164,19 @@ async fn sigterm_during_load_exits_0_and_keeps_every_acknowledged_request() {
 async fn kill_9_during_load_keeps_every_acknowledged_request() {
     let dir = tempfile::tempdir().unwrap();
     stock_up(&open(dir.path()));
-    let knowledge = Arc::new(Mutex::new(Knowledge::default()));
+    let knowledge = Arc::new(Learned::default());
     let mut rng = Rng(0x1234_5678_9abc_def1);
     for round in 0..6 {
         let server = start(dir.path());
         let tasks = load(&server, round, &knowledge);
-        let before = knowledge.lock().unwrap().acknowledged_holds();
+        let before = knowledge.lock().acknowledged_holds();
         wait_for_acks(&knowledge, before + 20 + rng.below(400) as usize).await;
         server.kill();
         for task in tasks {
             task.await.expect("a shopper panicked");
         }
         let engine = open(dir.path());
-        verify(&engine, &knowledge.lock().unwrap(), &format!("after kill -9 in round {round}"));
+        verify(&engine, &knowledge.lock(), &format!("after kill -9 in round {round}"));
     }
 }
 
@@ -170,14 +197,13 @@ async fn a_second_signal_stops_waiting_for_a_stalled_request() {
     support::signal(server.pid(), "-TERM");
     server.wait_for_log("second signal");
     // Well within the 30 s grace period: the second signal cut it short.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.try_wait() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "the server still waits after a second signal");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let pid = server.pid();
+    let exited = tokio::task::spawn_blocking(move || server.wait());
+    let Ok(status) = tokio::time::timeout(std::time::Duration::from_secs(20), exited).await else {
+        support::signal(pid, "-KILL");
+        panic!("the server still waits after a second signal");
     };
+    let status = status.unwrap();
     assert!(status.success(), "the shards were drained and the WAL synced: exit 0, not {status}");
     drop(stalled);
 }

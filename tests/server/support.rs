@@ -101,10 +101,6 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("the server's status")
-    }
-
     pub fn wait(mut self) -> ExitStatus {
         self.child.wait().expect("the server exits")
     }
