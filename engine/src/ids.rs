@@ -21,11 +21,17 @@ pub struct Sku(Key);
 
 impl Sku {
     pub fn new(text: &str) -> Result<Sku, Rejection> {
-        let valid_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
-        if text.is_empty() || text.len() > SKU_LEN_MAX || !text.bytes().all(valid_byte) {
+        if !Sku::is_valid(text.as_bytes()) {
             return Err(Rejection::SkuInvalid);
         }
         Ok(Sku(Key::new(text)))
+    }
+
+    /// Whether `bytes` are a SKU: 1..=64 bytes of `[A-Za-z0-9._:/-]` (so
+    /// also ASCII, hence UTF-8).
+    pub(crate) fn is_valid(bytes: &[u8]) -> bool {
+        let valid_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
+        !bytes.is_empty() && bytes.len() <= SKU_LEN_MAX && bytes.iter().all(valid_byte)
     }
 
     pub fn as_str(&self) -> &str {

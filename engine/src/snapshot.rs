@@ -190,8 +190,7 @@ impl ShardState {
     pub(crate) fn restore(image: &ArchivedStateImage) -> Result<ShardState, String> {
         let shard = image.shard.to_native();
         let key_ends: Vec<u32> = image.key_ends.iter().map(|end| end.to_native()).collect();
-        let key_bytes = image.key_bytes.as_slice().to_vec();
-        check_keys(&key_bytes, &key_ends)?;
+        let index = SkuIndex::from_keys(image.key_bytes.as_slice().to_vec(), key_ends)?;
         let counts: Vec<SkuCounts> = image
             .counts
             .iter()
@@ -201,8 +200,8 @@ impl ShardState {
                 version: counts.version.to_native(),
             })
             .collect();
-        if counts.len() != key_ends.len() {
-            return Err(format!("{} SKU keys but {} counts", key_ends.len(), counts.len()));
+        if counts.len() != index.len() {
+            return Err(format!("{} SKU keys but {} counts", index.len(), counts.len()));
         }
         if let Some(counts) = counts.iter().find(|c| c.reserved > c.on_hand || c.on_hand > ON_HAND_MAX) {
             return Err(format!("counts out of range: {counts:?}"));
@@ -219,29 +218,8 @@ impl ShardState {
         for record in records {
             reservations.insert_with_seq(record);
         }
-        let index = SkuIndex::from_keys(key_bytes, key_ends);
         Ok(ShardState::from_parts(ShardConfig { shard }, index, counts, reservations))
     }
-}
-
-/// Keys are valid SKUs, each once, in an arena that adds up.
-fn check_keys(key_bytes: &[u8], key_ends: &[u32]) -> Result<(), String> {
-    let mut start = 0usize;
-    let mut seen = std::collections::HashSet::with_capacity(key_ends.len());
-    for &end in key_ends {
-        let end = end as usize;
-        let key = key_bytes.get(start..end).ok_or("the SKU key arena is inconsistent")?;
-        let key = std::str::from_utf8(key).map_err(|_| "a SKU key is not UTF-8")?;
-        crate::ids::Sku::new(key).map_err(|_| format!("invalid SKU key {key:?}"))?;
-        if !seen.insert(key) {
-            return Err(format!("SKU {key:?} appears twice"));
-        }
-        start = end;
-    }
-    if start != key_bytes.len() {
-        return Err("the SKU key arena is inconsistent".into());
-    }
-    Ok(())
 }
 
 /// Ids and sequence numbers are unique, timers match states, and every
@@ -400,6 +378,21 @@ mod robustness {
         assert_eq!(state.capture_into(too_small, 7, 3), fresh);
         let used = state_with(60).capture(9, 9);
         assert_eq!(state.capture_into(used, 7, 3), fresh);
+    }
+
+    #[test]
+    fn an_image_with_a_sku_twice_an_invalid_sku_or_a_broken_key_arena_is_refused() {
+        let refusal = |damage: &dyn Fn(&mut StateImage)| {
+            let mut image = state_with(2).capture(2, 0);
+            damage(&mut image);
+            let bytes = image.to_bytes().unwrap();
+            ShardState::restore(access(&bytes).unwrap()).err().expect("refused")
+        };
+        // The keys are "sku-0" and "sku-1", back to back.
+        assert_eq!(refusal(&|image| image.key_bytes[9] = b'0'), "SKU \"sku-0\" appears twice");
+        assert_eq!(refusal(&|image| image.key_bytes[9] = b' '), "invalid SKU key \"sku- \"");
+        assert_eq!(refusal(&|image| image.key_ends[1] = 11), "the SKU key arena is inconsistent");
+        assert_eq!(refusal(&|image| image.key_ends[1] = 9), "the SKU key arena is inconsistent");
     }
 
     proptest! {

@@ -104,7 +104,7 @@ pub fn snapshots(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<(u16, Pat
     for shard in 0..shards {
         let dir = shard_dir(data_dir, shard);
         if let Some(newest) = list_snapshots(storage, &dir)?.into_iter().next() {
-            let len = storage.read(&newest.path).map_err(|e| WalError::io("read", &newest.path, e))?.len() as u64;
+            let len = storage.len(&newest.path).map_err(|e| WalError::io("read", &newest.path, e))?;
             found.push((shard as u16, newest.path, newest.lsn, len));
         }
     }

@@ -17,7 +17,7 @@
 //! succeed, as Linux does after a writeback error (which is why a failed
 //! fsync must never be retried). Writes count renames and removals too.
 
-use crate::storage::{AlignedBytes, Storage, StorageFile};
+use crate::storage::{AlignedBytes, FileBytes, Storage, StorageFile};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -248,12 +248,12 @@ impl Storage for MemStorage {
         Ok(self.file(path)?)
     }
 
-    fn read(&self, path: &Path) -> io::Result<AlignedBytes> {
+    fn read(&self, path: &Path) -> io::Result<FileBytes> {
         let file = self.file(path)?;
         let written = file.written.lock();
         let mut bytes = AlignedBytes::with_capacity(written.len());
         bytes.extend_from_slice(&written);
-        Ok(bytes)
+        Ok(FileBytes::Copied(bytes))
     }
 
     fn len(&self, path: &Path) -> io::Result<u64> {
@@ -375,7 +375,7 @@ mod tests {
         unlisted.write_at(0, b"lost").unwrap();
         unlisted.sync_data().unwrap();
         storage.crash();
-        assert_eq!(storage.read(&dir.join("a")).unwrap().as_slice(), b"hello");
+        assert_eq!(&storage.read(&dir.join("a")).unwrap()[..], b"hello");
         assert!(!storage.exists(&dir.join("b")), "an entry never synced in its directory is gone");
     }
 
@@ -419,7 +419,7 @@ mod tests {
         storage.fail_sync_once();
         assert!(file.sync_data().is_err());
         assert!(file.sync_data().is_ok(), "a retry 'succeeds'...");
-        assert_eq!(storage.read(&dir.join("a")).unwrap().as_slice(), b"kept", "...but the data is gone");
+        assert_eq!(&storage.read(&dir.join("a")).unwrap()[..], b"kept", "...but the data is gone");
     }
 
     #[test]

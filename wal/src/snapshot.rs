@@ -6,7 +6,7 @@ use crate::format::{
     decode_snapshot, encode_snapshot_header, parse_snapshot_file_name, snapshot_file_name, SnapshotHeader,
     SNAPSHOT_HEADER_LEN,
 };
-use crate::storage::{AlignedBytes, Storage};
+use crate::storage::{FileBytes, Storage};
 use crate::WalError;
 use std::path::{Path, PathBuf};
 
@@ -67,7 +67,7 @@ pub fn write_snapshot(
 /// payload is `bytes[SNAPSHOT_HEADER_LEN..]`, 16-aligned).
 pub struct LoadedSnapshot {
     pub header: SnapshotHeader,
-    pub bytes: AlignedBytes,
+    pub bytes: FileBytes,
 }
 
 impl LoadedSnapshot {
