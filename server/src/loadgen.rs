@@ -116,6 +116,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             skus,
             counters: Arc::clone(&counters),
             seed: 0x9e37_79b9 ^ connection as u64,
+            phase: connection as f64 / args.connections as f64,
         };
         workers.push(tokio::spawn(worker.run(deadline)));
     }
@@ -203,6 +204,13 @@ struct Worker {
     skus: u64,
     counters: Arc<Counters>,
     seed: u64,
+    /// Where this connection's paced sends fall within the interval, as a
+    /// fraction of it: spread evenly over the connections, so the server
+    /// sees the aggregate rate as a steady stream, not every connection
+    /// sending at the same instant (which measured the queue behind a
+    /// burst: at 300 requests/s of 100 holds on 32 connections, p50 2 ms
+    /// even with fsync off).
+    phase: f64,
 }
 
 impl Worker {
@@ -237,7 +245,7 @@ impl Worker {
         let interval = (self.args.rate > 0).then(|| {
             Duration::from_secs_f64(self.args.batch as f64 * self.args.connections as f64 / self.args.rate as f64)
         });
-        let mut intended = Instant::now();
+        let mut intended = Instant::now() + interval.map_or(Duration::ZERO, |interval| interval.mul_f64(self.phase));
         let mut lag = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
         let mut n = 0u64;
         while Instant::now() < deadline {

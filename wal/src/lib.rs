@@ -11,6 +11,7 @@
 //! - `mem_storage`: a fault-injecting, crash-simulating `Storage` for tests.
 //! - `writer`: appending, group commit (`SyncPoint`), segment rotation.
 //! - `reader`: replaying a log, torn tails versus corruption, segment GC.
+//! - `reclaim`: removing big files without stalling the live log's fsync.
 //! - `snapshot`: atomic snapshot files.
 //!
 //! Durability rules kept here: fsync before acknowledging (the caller runs
@@ -24,6 +25,7 @@
 pub mod format;
 pub mod mem_storage;
 pub mod reader;
+pub mod reclaim;
 pub mod snapshot;
 pub mod storage;
 pub mod writer;

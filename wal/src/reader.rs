@@ -180,18 +180,20 @@ pub fn discard(storage: &dyn Storage, path: &Path) -> Result<(), WalError> {
 /// (never the last segment, which the writer is using). Returns how many.
 pub fn remove_covered_segments(storage: &dyn Storage, dir: &Path, covered_lsn: u64) -> Result<usize, WalError> {
     let segments = list_segments(storage, dir)?;
-    let mut removed = 0;
-    for pair in segments.windows(2) {
-        // A segment's last record is the one before the next segment's first.
-        if pair[1].first_lsn - 1 <= covered_lsn {
-            storage.remove(&pair[0].path).map_err(|e| WalError::io("remove", &pair[0].path, e))?;
-            removed += 1;
-        }
-    }
-    if removed > 0 {
+    // A segment's last record is the one before the next segment's first.
+    let covered = segments.windows(2).filter(|pair| pair[1].first_lsn - 1 <= covered_lsn).map(|pair| &pair[0]);
+    let covered: Vec<String> = covered.map(|segment| file_name(&segment.path)).collect();
+    let names = storage.list(dir).map_err(|e| WalError::io("list", dir, e))?;
+    let doomed: Vec<String> = covered.iter().chain(crate::reclaim::leftovers(&names)).cloned().collect();
+    if !doomed.is_empty() {
+        crate::reclaim::remove_gradually(storage, dir, &doomed)?;
         storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
     }
-    Ok(removed)
+    Ok(covered.len())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().and_then(|name| name.to_str()).expect("listed names are UTF-8").to_owned()
 }
 
 #[cfg(test)]

@@ -86,13 +86,16 @@ pub fn read_snapshot(storage: &dyn Storage, path: &Path) -> Result<LoadedSnapsho
 /// Deletes snapshots older than `lsn` and stray temp files.
 pub fn remove_older_snapshots(storage: &dyn Storage, dir: &Path, lsn: u64) -> Result<(), WalError> {
     let names = storage.list(dir).map_err(|e| WalError::io("list", dir, e))?;
-    for name in names {
-        let older = parse_snapshot_file_name(&name).is_some_and(|other| other < lsn);
-        if older || name.ends_with(".snap.tmp") && !name.contains(&snapshot_file_name(lsn)) {
-            let path = dir.join(&name);
-            storage.remove(&path).map_err(|e| WalError::io("remove", &path, e))?;
-        }
-    }
+    let doomed: Vec<String> = names
+        .iter()
+        .filter(|name| {
+            let older = parse_snapshot_file_name(name).is_some_and(|other| other < lsn);
+            older || name.ends_with(".snap.tmp") && !name.contains(&snapshot_file_name(lsn))
+        })
+        .chain(crate::reclaim::leftovers(&names))
+        .cloned()
+        .collect();
+    crate::reclaim::remove_gradually(storage, dir, &doomed)?;
     storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))
 }
 
