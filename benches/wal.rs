@@ -280,9 +280,13 @@ fn report_capture() {
         }
         futures::executor::block_on(engine.snapshot()).expect("snapshot");
         let capture = engine.stats()[0].snapshot_capture_us.read();
+        let longest = capture.buckets.iter().rev().find(|(_, count)| *count > 0).map_or(0, |(bound, _)| *bound);
         println!(
-            "snapshot capture with {reservations} held reservations: the shard paused {:.0} ms",
-            capture.sum as f64 / capture.count.max(1) as f64 / 1e3
+            "snapshot capture with {reservations} held reservations: {} slices, {:.0} ms in all, \
+             longest slice under {:.1} ms",
+            capture.count,
+            capture.sum as f64 / 1e3,
+            longest as f64 / 1e3
         );
     }
 }

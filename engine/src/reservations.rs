@@ -14,6 +14,7 @@
 use crate::command::{ReservationState, TimerKey};
 use crate::id_index::IdIndex;
 use crate::ids::ReservationId;
+use crate::snapshot::Pending;
 use crate::timers::Timers;
 use smallvec::SmallVec;
 
@@ -58,6 +59,9 @@ pub(crate) struct Reservations {
     timers: Timers,
     next_seq: u64,
     held: usize,
+    /// A snapshot's capture in progress: slots' records as they were when
+    /// it began, for slots changed before the copy reached them.
+    capture: Option<Pending<Option<Reservation>>>,
 }
 
 impl Reservations {
@@ -92,6 +96,7 @@ impl Reservations {
         }
         let slot = match self.free.pop() {
             Some(slot) => {
+                self.before_change(slot);
                 self.slab[slot as usize] = Some(reservation);
                 slot
             }
@@ -117,6 +122,7 @@ impl Reservations {
             self.free.reserve_exact(self.slab.len() - self.free.len());
         }
         self.free.push(slot);
+        self.before_change(slot);
         let removed = self.slab[slot as usize].take().expect("indexed slots are occupied");
         if removed.state == ReservationState::Held {
             self.held -= 1;
@@ -127,6 +133,7 @@ impl Reservations {
     /// Moves a held record to a final state and arms its forget timer.
     pub fn finish(&mut self, slot: u32, to: ReservationState) {
         assert_ne!(to, ReservationState::Held, "finish never moves to Held");
+        self.before_change(slot);
         let record = self.slab[slot as usize].as_mut().expect("indexed slots are occupied");
         assert_eq!(record.state, ReservationState::Held, "only a hold can finish: {record:?}");
         record.state = to;
@@ -143,6 +150,38 @@ impl Reservations {
         let real =
             self.slab.get(slot as usize).and_then(Option::as_ref).is_some_and(|record| record.timer() == Some(key));
         Some((key, real.then_some(slot)))
+    }
+
+    /// Starts copying the slots that exist now (see `snapshot`).
+    pub fn begin_capture(&mut self) {
+        assert!(self.capture.is_none(), "one capture at a time");
+        self.capture = Some(Pending::new(self.slab.len()));
+    }
+
+    /// Hands `each` the records of up to `budget` more slots, as they were
+    /// when the capture began, in slot order; true once every slot is done
+    /// (and when no capture is in progress).
+    pub fn capture_some(&mut self, budget: usize, mut each: impl FnMut(&Reservation)) -> bool {
+        let Some(capture) = &mut self.capture else { return true };
+        for at in capture.next_range(budget) {
+            match capture.take_saved(at) {
+                Some(saved) => saved.iter().for_each(&mut each),
+                None => self.slab[at].iter().for_each(&mut each),
+            }
+        }
+        if capture.is_done() {
+            self.capture = None;
+        }
+        self.capture.is_none()
+    }
+
+    /// Copy-on-write: keeps the record of `slot` before it changes, if a
+    /// capture has yet to copy it.
+    fn before_change(&mut self, slot: u32) {
+        if let Some(capture) = &mut self.capture {
+            let slab = &self.slab;
+            capture.before_change(slot as usize, || slab[slot as usize].clone());
+        }
     }
 
     pub fn held_count(&self) -> usize {

@@ -23,6 +23,7 @@ use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts, SkuIndex};
 use crate::rejection::Rejection;
 use crate::reservations::{Line, Reservation, Reservations};
+use crate::snapshot::Capturing;
 use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct ShardState {
     mutations: u64,
     /// Holds expired (by a tick or found due at a decision), for metrics.
     expirations: u64,
+    /// A snapshot's capture in progress (see `snapshot`).
+    capturing: Option<Capturing>,
 }
 
 impl ShardState {
@@ -73,6 +76,7 @@ impl ShardState {
             notices: Vec::new(),
             mutations: 0,
             expirations: 0,
+            capturing: None,
         }
     }
 
@@ -95,6 +99,7 @@ impl ShardState {
             notices: &mut self.notices,
             mutations: &mut self.mutations,
             expirations: &mut self.expirations,
+            capturing: &mut self.capturing,
         };
         Batch { index: Some(self.index.upgradable_read()), state }
     }
@@ -137,6 +142,17 @@ impl ShardState {
         (&self.index, &self.counts, &self.reservations)
     }
 
+    /// For a capture spread over turns (see `snapshot`).
+    pub(crate) fn capture_parts(
+        &mut self,
+    ) -> (&SharedSkuIndex, &[SkuCounts], &mut Reservations, &mut Option<Capturing>) {
+        (&self.index, &self.counts, &mut self.reservations, &mut self.capturing)
+    }
+
+    pub(crate) fn is_capturing(&self) -> bool {
+        self.capturing.is_some()
+    }
+
     /// A state rebuilt from a snapshot's parts; every SKU is marked changed,
     /// so the first publish shows them all.
     pub(crate) fn from_parts(
@@ -161,6 +177,7 @@ impl ShardState {
             notices: Vec::new(),
             mutations: 0,
             expirations: 0,
+            capturing: None,
         }
     }
 
@@ -212,6 +229,7 @@ struct StateParts<'a> {
     notices: &'a mut Vec<Notice>,
     mutations: &'a mut u64,
     expirations: &'a mut u64,
+    capturing: &'a mut Option<Capturing>,
 }
 
 /// Applies commands to a shard's state; see the module comment.
@@ -333,6 +351,9 @@ impl Batch<'_> {
             self.index().key(slot)
         );
         let state = &mut self.state;
+        if let Some(capturing) = state.capturing {
+            capturing.before_counts_change(slot, state.counts[slot as usize]);
+        }
         state.counts[slot as usize] = counts;
         *state.mutations += 1;
         let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));

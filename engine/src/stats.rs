@@ -83,8 +83,9 @@ pub struct ShardStats {
     pub wal_bytes: AtomicU64,
     pub wal_segments_created: AtomicU64,
     pub fsync_us: Histogram,
-    /// How long each snapshot's capture paused the shard (the copy; the
-    /// writing happens on another thread).
+    /// How long each slice of a snapshot's capture paused the shard (the
+    /// copy is spread over turns, a slice per turn; the writing happens on
+    /// another thread).
     pub snapshot_capture_us: Histogram,
     pub snapshots: AtomicU64,
     pub snapshot_lsn: AtomicU64,

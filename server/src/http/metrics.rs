@@ -168,7 +168,7 @@ impl prometheus_client::collector::Collector for EngineCollector {
         shard_histograms(&mut encoder, "stockd_wal_fsync_seconds", "Latency of each WAL fdatasync", fsync, 1e-6)?;
         let capture: Vec<_> =
             (0..stats.len()).map(|shard| (shard as u16, stats[shard].snapshot_capture_us.read())).collect();
-        let help = "How long each snapshot's capture paused the shard";
+        let help = "How long each slice of a snapshot's capture paused the shard (one slice per loop turn)";
         shard_histograms(&mut encoder, "stockd_snapshot_capture_seconds", help, capture, 1e-6)
     }
 }
