@@ -33,7 +33,9 @@ const CHILD_OPS_MAX: usize = 200_000;
 const LINE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn config() -> EngineConfig {
-    EngineConfig { shards: SHARDS, ..EngineConfig::default() }
+    // Tiny capture slices: every snapshot is copied over many loop turns
+    // while the workers change what it has yet to copy.
+    EngineConfig { shards: SHARDS, capture_slice: 16, ..EngineConfig::default() }
 }
 
 fn store(dir: &Path) -> StoreConfig {

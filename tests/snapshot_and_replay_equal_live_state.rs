@@ -74,7 +74,9 @@ fn snapshot_plus_replay_equals_full_replay_equals_live_state() {
         snapshot_every_bytes: 64 << 10,
         ..StoreConfig::new(dir.path())
     };
-    let config = EngineConfig { shards: SHARDS, retention_ms: 20_000, ..EngineConfig::default() };
+    // One-slot capture slices: each snapshot is copied over many loop turns,
+    // with requests applied between its slices.
+    let config = EngineConfig { shards: SHARDS, retention_ms: 20_000, capture_slice: 1, ..EngineConfig::default() };
     let (engine, _) = Engine::open(config, store, clock.clone(), &Default::default()).unwrap();
     for shard in 0..SHARDS {
         engine.retain_log_from(shard, 1); // keep the whole log for the full replay
@@ -82,28 +84,41 @@ fn snapshot_plus_replay_equals_full_replay_equals_live_state() {
     let mut rng = Rng(0x51ab_1e5e_ed00_0001);
     let stock = (0..12).map(|i| Request::SetStock { sku: sku(i), on_hand: 500, expected_version: None }).collect();
     assert!(engine.submit_batch_blocking(stock).iter().all(Result::is_ok));
-    for step in 0..6_000u64 {
-        let id = ReservationId::new(&format!("cart-{}", rng.below(3_000))).unwrap();
-        let request = match rng.below(10) {
-            0..=3 => {
-                let lines = (0..1 + rng.below(3)).map(|_| rng.below(12)).collect::<std::collections::BTreeSet<_>>();
-                let lines = lines.into_iter().map(|s| CartLine { sku: sku(s), qty: 1 + rng.below(4) as u32 }).collect();
-                Request::Reserve(ReserveRequest { id, lines, ttl_ms: Some(1_000 + rng.below(9_000)) })
+    std::thread::scope(|scope| {
+        let mut concurrent_snapshot = None;
+        for step in 0..6_000u64 {
+            let id = ReservationId::new(&format!("cart-{}", rng.below(3_000))).unwrap();
+            let request = match rng.below(10) {
+                0..=3 => {
+                    let lines = (0..1 + rng.below(3)).map(|_| rng.below(12)).collect::<std::collections::BTreeSet<_>>();
+                    let lines =
+                        lines.into_iter().map(|s| CartLine { sku: sku(s), qty: 1 + rng.below(4) as u32 }).collect();
+                    Request::Reserve(ReserveRequest { id, lines, ttl_ms: Some(1_000 + rng.below(9_000)) })
+                }
+                4 | 5 => Request::Commit { id },
+                6 => Request::Release { id },
+                7 => Request::AdjustStock { sku: sku(rng.below(12)), delta: rng.below(20) as i64 - 5 },
+                8 => {
+                    Request::SetStock { sku: sku(rng.below(12)), on_hand: 200 + rng.below(600), expected_version: None }
+                }
+                _ => {
+                    clock.advance_ms(rng.below(1_500));
+                    continue;
+                }
+            };
+            let _ = engine.submit_blocking(request);
+            if step % 1_000 == 999 && step < 4_000 {
+                futures::executor::block_on(engine.snapshot()).expect("snapshot written");
             }
-            4 | 5 => Request::Commit { id },
-            6 => Request::Release { id },
-            7 => Request::AdjustStock { sku: sku(rng.below(12)), delta: rng.below(20) as i64 - 5 },
-            8 => Request::SetStock { sku: sku(rng.below(12)), on_hand: 200 + rng.below(600), expected_version: None },
-            _ => {
-                clock.advance_ms(rng.below(1_500));
-                continue;
+            if step >= 4_000 && concurrent_snapshot.is_none() {
+                // The last snapshots (this one, and any the log's growth starts
+                // later) are captured while requests keep coming.
+                let engine = &engine;
+                concurrent_snapshot = Some(scope.spawn(move || futures::executor::block_on(engine.snapshot())));
             }
-        };
-        let _ = engine.submit_blocking(request);
-        if step % 1_000 == 999 {
-            futures::executor::block_on(engine.snapshot()).expect("snapshot written");
         }
-    }
+        concurrent_snapshot.expect("requested").join().expect("no panic").expect("snapshot written");
+    });
     // Let every shard tick at the final time and every part hear its home.
     for _ in 0..3 {
         futures::executor::block_on(engine.audit()).unwrap();

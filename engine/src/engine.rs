@@ -16,8 +16,8 @@ use crate::durable::Failure;
 use crate::hash::{cart_fingerprint, shard_of};
 use crate::ids::ReservationId;
 use crate::limits::{
-    BATCH_LEN_MAX_DEFAULT, BATCH_REQUESTS_MAX, PENDING_CARTS_MAX_DEFAULT, QUEUE_LEN_MAX_DEFAULT, RETENTION_MS_DEFAULT,
-    SHARDS_MAX, TTL_MS_DEFAULT,
+    BATCH_LEN_MAX_DEFAULT, BATCH_REQUESTS_MAX, CAPTURE_SLICE_DEFAULT, PENDING_CARTS_MAX_DEFAULT, QUEUE_LEN_MAX_DEFAULT,
+    RETENTION_MS_DEFAULT, SHARDS_MAX, TTL_MS_DEFAULT,
 };
 use crate::read_view::ReadView;
 use crate::rejection::Rejection;
@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub retention_ms: u64,
     /// Cross-shard carts in progress per home shard.
     pub pending_carts_max: usize,
+    /// SKUs and reservation slots a snapshot's capture copies per loop turn.
+    pub capture_slice: usize,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +65,7 @@ impl Default for EngineConfig {
             ttl_ms_default: TTL_MS_DEFAULT,
             retention_ms: RETENTION_MS_DEFAULT,
             pending_carts_max: PENDING_CARTS_MAX_DEFAULT,
+            capture_slice: CAPTURE_SLICE_DEFAULT,
         }
     }
 }
@@ -70,7 +73,8 @@ impl Default for EngineConfig {
 impl EngineConfig {
     fn check(&self) {
         assert!((1..=SHARDS_MAX).contains(&self.shards), "1..={SHARDS_MAX} shards, got {}", self.shards);
-        assert!(self.queue_len_max > 0 && self.batch_len_max > 0 && self.pending_carts_max > 0, "{self:?}");
+        let sizes = [self.queue_len_max, self.batch_len_max, self.pending_carts_max, self.capture_slice];
+        assert!(sizes.iter().all(|&size| size > 0), "{self:?}");
         assert!(self.retention_ms > 0, "retention must be at least 1 ms");
     }
 }
@@ -139,6 +143,7 @@ impl Engine {
                 batch_len_max: config.batch_len_max,
                 retention_ms: config.retention_ms,
                 pending_carts_max: config.pending_carts_max,
+                capture_slice: config.capture_slice,
                 shard_count: config.shards,
                 durability: make(shard, CompletionTarget { index, peers: peers.clone() }, Arc::clone(&shard_stats)),
                 now_ms_floor,

@@ -32,6 +32,9 @@ pub const SHARDS_MAX: usize = 64;
 pub const QUEUE_LEN_MAX_DEFAULT: usize = 4_096;
 /// Default number of commands a shard applies between two publishes.
 pub const BATCH_LEN_MAX_DEFAULT: usize = 8_192;
+/// Default number of SKUs and reservation slots a snapshot's capture copies
+/// per loop turn: under 1 ms of copying (measured ~30 ns per reservation).
+pub const CAPTURE_SLICE_DEFAULT: usize = 16_384;
 /// Timer events (expiries and forgets) one tick handles on top of two per
 /// op in the turn's batch, so a mass expiry never stalls a shard (the rest
 /// waits for the next loop turn) while forgets keep pace with new holds.

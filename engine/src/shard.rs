@@ -18,9 +18,8 @@ use crate::command::{CartLine, Command, PartOutcome, PartReply, Query, ReservePa
 use crate::ids::{ReservationId, Sku};
 use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
 
-/// SKUs and reservation slots a snapshot's capture copies per turn: about
-/// half a millisecond of copying (measured ~30 ns per reservation).
-const CAPTURE_SLICE: usize = 16_384;
+/// How long an idle shard waits between two slices of a capture.
+const CAPTURE_IDLE_MS: u64 = 1;
 use crate::read_view::{SharedSkuIndex, SkuCounts};
 use crate::rejection::Rejection;
 use crate::snapshot::{ImageRoom, StateImage};
@@ -313,6 +312,7 @@ pub(crate) struct ShardContext {
     pub batch_len_max: usize,
     pub retention_ms: u64,
     pub pending_carts_max: usize,
+    pub capture_slice: usize,
     pub shard_count: usize,
     pub durability: Box<dyn Durability>,
     /// Shard time never goes below this (the last time in the recovered log).
@@ -373,6 +373,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
         batch_len_max,
         retention_ms,
         pending_carts_max,
+        capture_slice,
         shard_count,
         mut durability,
         now_ms_floor,
@@ -392,10 +393,12 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
     let mut now_ms = now_ms_floor;
     let mut stopping = false;
     loop {
-        // While capturing, an idle shard goes on copying instead of sleeping.
-        if !state.is_capturing() {
-            wait_for_work(&client_inbox, &peer_inbox, &mut clients, &mut peers, &mut stopping);
-        }
+        // A capture in progress goes on a slice per turn: an idle shard
+        // copies one every millisecond (a request waits one slice at most,
+        // and spinning through the copy would take a core from the HTTP
+        // workers).
+        let idle = Duration::from_millis(if state.is_capturing() { CAPTURE_IDLE_MS } else { IDLE_TICK_MS });
+        wait_for_work(&client_inbox, &peer_inbox, idle, &mut clients, &mut peers, &mut stopping);
         while let Ok(messages) = peer_inbox.try_recv() {
             peers.extend(messages);
         }
@@ -483,7 +486,7 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
         }
         if state.is_capturing() {
             // A stopping shard finishes the capture in this turn.
-            let budget = if stopping { usize::MAX } else { CAPTURE_SLICE };
+            let budget = if stopping { usize::MAX } else { capture_slice };
             let began = std::time::Instant::now();
             if let Some(image) = state.continue_capture(budget) {
                 done.snapshot = Some(SnapshotJob { image, replies: std::mem::take(&mut capturing_for) });
@@ -499,11 +502,12 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
     }
 }
 
-/// Blocks until a message arrives or the idle tick is due, unless work is
-/// already waiting.
+/// Blocks until a message arrives or `idle` passes, unless work is already
+/// waiting.
 fn wait_for_work(
     client_inbox: &Receiver<ClientMessage>,
     peer_inbox: &Receiver<Vec<PeerMessage>>,
+    idle: Duration,
     clients: &mut Vec<ClientMessage>,
     peers: &mut Vec<PeerMessage>,
     stopping: &mut bool,
@@ -521,7 +525,7 @@ fn wait_for_work(
             // so this inbox never disconnects while the shard runs.
             peers.extend(messages.expect("a shard holds a sender to its own peer inbox"));
         },
-        default(Duration::from_millis(IDLE_TICK_MS)) => {},
+        default(idle) => {},
     }
 }
 
