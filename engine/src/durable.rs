@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
-use stockd_wal::{LogWriter, Storage, SyncPoint};
+use stockd_wal::{LogWriter, Storage, SyncPoint, WalError};
 
 /// Batches the syncer takes at once (each is up to `batch_len_max` ops).
 const SYNC_JOBS_MAX: usize = 64;
@@ -312,22 +312,30 @@ impl SnapshotWriter {
 
     fn write(&self, job: &SnapshotJob) -> PartOutcome {
         let lsn = job.image.lsn;
-        let bytes = job.image.to_bytes().map_err(|reason| Rejection::StorageFailed { reason })?;
-        self.last_bytes.store(bytes.len() as u64, Ordering::Relaxed);
         let storage = self.storage.as_ref();
-        let written = stockd_wal::write_snapshot(storage, &self.dir, self.shard, lsn, &bytes)
-            .and_then(|_| stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, lsn))
-            .and_then(|()| {
-                // Keep what a consumer of the log still needs.
-                let retain_from = self.retain_from_lsn.load(Ordering::Relaxed);
-                stockd_wal::reader::remove_covered_segments(storage, &self.dir, lsn.min(retain_from.saturating_sub(1)))
-            });
+        let written =
+            stockd_wal::write_snapshot_with(storage, &self.dir, self.shard, lsn, |out| job.image.write_to(out))
+                .and_then(|(_, payload_len)| {
+                    self.last_bytes.store(payload_len, Ordering::Relaxed);
+                    stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, lsn)
+                })
+                .and_then(|()| {
+                    // Keep what a consumer of the log still needs.
+                    let retain_from = self.retain_from_lsn.load(Ordering::Relaxed);
+                    stockd_wal::reader::remove_covered_segments(
+                        storage,
+                        &self.dir,
+                        lsn.min(retain_from.saturating_sub(1)),
+                    )
+                });
         match written {
             Ok(_) => {
                 self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 self.stats.snapshot_lsn.store(lsn, Ordering::Relaxed);
                 Ok(PartReply::Done)
             }
+            // Nothing failed on disk: this snapshot is skipped, the log goes on.
+            Err(WalError::Encode { reason }) => Err(Rejection::StorageFailed { reason }),
             Err(error) => {
                 // Same rule as the log: an I/O failure is not retried.
                 self.failure.set(format!("writing a snapshot failed: {error}"));

@@ -419,14 +419,15 @@ impl StateImage {
         self
     }
 
-    /// Serializes the image (the snapshot file's payload). Fails when one
-    /// array passes the archive format's 2 GiB relative-pointer range (a
-    /// shard holding tens of millions of reservations; use more shards).
-    pub(crate) fn to_bytes(&self) -> Result<rkyv::util::AlignedVec<16>, String> {
-        let mut bytes = rkyv::util::AlignedVec::<16>::new();
-        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::BoxedError>(self, &mut bytes)
-            .map_err(|error| format!("the shard's state does not fit one snapshot archive: {error}"))?;
-        Ok(bytes)
+    /// Serializes the image (the snapshot file's payload) into `out` as it
+    /// goes. Fails when one array passes the archive format's 2 GiB
+    /// relative-pointer range (a shard holding tens of millions of
+    /// reservations; use more shards), or when `out` fails.
+    pub(crate) fn write_to(&self, out: &mut dyn std::io::Write) -> Result<(), String> {
+        let writer = rkyv::ser::writer::IoWriter::new(out);
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::BoxedError>(self, writer)
+            .map(drop)
+            .map_err(|error| format!("the shard's state does not fit one snapshot archive: {error}"))
     }
 }
 
@@ -443,15 +444,24 @@ mod robustness {
     use crate::ids::Sku;
     use proptest::prelude::*;
 
+    /// The payload `write_to` streams, in memory.
+    fn to_bytes(image: &StateImage) -> rkyv::util::AlignedVec<16> {
+        let mut streamed = Vec::new();
+        image.write_to(&mut streamed).unwrap();
+        let mut bytes = rkyv::util::AlignedVec::<16>::new();
+        bytes.extend_from_slice(&streamed);
+        bytes
+    }
+
     fn real_image() -> rkyv::util::AlignedVec<16> {
-        state_with(2).capture(2, 0).to_bytes().unwrap()
+        to_bytes(&state_with(2).capture(2, 0))
     }
 
     #[test]
     fn a_captured_state_restores_to_the_same_image() {
         let bytes = real_image();
         let restored = ShardState::restore(access(&bytes).unwrap()).unwrap();
-        assert_eq!(restored.capture(2, 0).to_bytes().unwrap().as_slice(), bytes.as_slice());
+        assert_eq!(to_bytes(&restored.capture(2, 0)).as_slice(), bytes.as_slice());
     }
 
     /// A state with `count` SKUs and a two-line reservation on each pair.
@@ -498,7 +508,7 @@ mod robustness {
         let refusal = |damage: &dyn Fn(&mut StateImage)| {
             let mut image = state_with(2).capture(2, 0);
             damage(&mut image);
-            let bytes = image.to_bytes().unwrap();
+            let bytes = to_bytes(&image);
             ShardState::restore(access(&bytes).unwrap()).err().expect("refused")
         };
         // The keys are "sku-0" and "sku-1", back to back.

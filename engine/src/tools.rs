@@ -150,11 +150,15 @@ pub fn replay_into(
     for shard in 0..shards as u16 {
         let (state, lsn, now_ms) = replay_bounded(storage, source, shard, bound)?;
         let image = state.capture(lsn, now_ms);
-        let bytes = image.to_bytes().map_err(|reason| StoreError::Snapshot { path: target.to_path_buf(), reason })?;
         let dir = shard_dir(target, usize::from(shard));
         storage.create_dir_all(&dir).map_err(|e| WalError::io("create", &dir, e))?;
         storage.sync_dir(target).map_err(|e| WalError::io("fsync directory", target, e))?;
-        stockd_wal::write_snapshot(storage, &dir, shard, lsn, &bytes)?;
+        stockd_wal::write_snapshot_with(storage, &dir, shard, lsn, |out| image.write_to(out)).map_err(|error| {
+            match error {
+                WalError::Encode { reason } => StoreError::Snapshot { path: dir.clone(), reason },
+                error => error.into(),
+            }
+        })?;
         stopped_at.push(lsn);
     }
     // Last: a target with a manifest is complete (an interrupted replay

@@ -192,14 +192,16 @@ pub fn read_frame(bytes: &[u8], at: usize) -> Frame<'_> {
     }
 }
 
-pub fn encode_snapshot_header(shard: u16, lsn: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
+/// The header of a snapshot whose payload is `payload_len` bytes with CRC32C
+/// `payload_crc`.
+pub fn encode_snapshot_header(shard: u16, lsn: u64, payload_len: u64, payload_crc: u32) -> [u8; SNAPSHOT_HEADER_LEN] {
     let mut header = [0u8; SNAPSHOT_HEADER_LEN];
     header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[12..14].copy_from_slice(&shard.to_le_bytes());
     header[16..24].copy_from_slice(&lsn.to_le_bytes());
-    header[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    header[32..36].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    header[24..32].copy_from_slice(&payload_len.to_le_bytes());
+    header[32..36].copy_from_slice(&payload_crc.to_le_bytes());
     let crc = crc32c::crc32c(&header[..SNAPSHOT_HEADER_CRC_AT]);
     header[SNAPSHOT_HEADER_CRC_AT..SNAPSHOT_HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     header
@@ -285,7 +287,7 @@ mod tests {
         assert!(decode_segment_header(&damaged).is_err());
 
         let payload = b"snapshot bytes";
-        let mut file = encode_snapshot_header(1, 9, payload).to_vec();
+        let mut file = encode_snapshot_header(1, 9, payload.len() as u64, crc32c::crc32c(payload)).to_vec();
         file.extend_from_slice(payload);
         assert_eq!(decode_snapshot(&file), Ok((SnapshotHeader { shard: 1, lsn: 9 }, &payload[..])));
         let last = file.len() - 1;

@@ -32,7 +32,7 @@ pub mod writer;
 
 pub use mem_storage::MemStorage;
 pub use reader::{list_segments, scan, ScanOutcome, SegmentFile};
-pub use snapshot::{list_snapshots, read_snapshot, write_snapshot, LoadedSnapshot, SnapshotFile};
+pub use snapshot::{list_snapshots, read_snapshot, write_snapshot, write_snapshot_with, LoadedSnapshot, SnapshotFile};
 pub use storage::{AlignedBytes, FileBytes, FsStorage, Storage, StorageFile};
 pub use writer::{LogOptions, LogTail, LogWriter, SyncPoint, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN};
 
@@ -48,6 +48,9 @@ pub enum WalError {
     Corrupt { path: PathBuf, offset: u64, reason: String },
     #[error("the log failed earlier and accepts nothing more (the process must restart)")]
     Poisoned,
+    /// A snapshot's payload could not be produced (nothing failed on disk).
+    #[error("the snapshot could not be encoded: {reason}")]
+    Encode { reason: String },
 }
 
 impl WalError {

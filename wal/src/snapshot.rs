@@ -6,8 +6,9 @@ use crate::format::{
     decode_snapshot, encode_snapshot_header, parse_snapshot_file_name, snapshot_file_name, SnapshotHeader,
     SNAPSHOT_HEADER_LEN,
 };
-use crate::storage::{FileBytes, Storage};
+use crate::storage::{FileBytes, Storage, StorageFile};
 use crate::WalError;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Bytes of snapshot written between two syncs of it.
@@ -42,25 +43,98 @@ pub fn write_snapshot(
     lsn: u64,
     payload: &[u8],
 ) -> Result<PathBuf, WalError> {
+    let write = |out: &mut dyn io::Write| out.write_all(payload).map_err(|error| error.to_string());
+    Ok(write_snapshot_with(storage, dir, shard, lsn, write)?.0)
+}
+
+/// Writes the snapshot of `shard` at `lsn` durably, its payload streamed by
+/// `write_payload` (whose error, if it fails without a disk failure, is
+/// `WalError::Encode`). Returns the file and the payload's length.
+pub fn write_snapshot_with(
+    storage: &dyn Storage,
+    dir: &Path,
+    shard: u16,
+    lsn: u64,
+    write_payload: impl FnOnce(&mut dyn io::Write) -> Result<(), String>,
+) -> Result<(PathBuf, u64), WalError> {
     let path = dir.join(snapshot_file_name(lsn));
     let temp = dir.join(format!("{}.tmp", snapshot_file_name(lsn)));
     if storage.exists(&temp) {
         storage.remove(&temp).map_err(|e| WalError::io("remove", &temp, e))?;
     }
     let file = storage.create(&temp).map_err(|e| WalError::io("create", &temp, e))?;
-    let header = encode_snapshot_header(shard, lsn, payload);
-    file.write_at(0, &header).map_err(|e| WalError::io("write", &temp, e))?;
-    // Synced a chunk at a time: the disk never holds a snapshot's worth of
-    // dirty pages in front of the WAL's next fdatasync.
-    for (index, chunk) in payload.chunks(SNAPSHOT_SYNC_CHUNK).enumerate() {
-        let offset = (SNAPSHOT_HEADER_LEN + index * SNAPSHOT_SYNC_CHUNK) as u64;
-        file.write_at(offset, chunk).map_err(|e| WalError::io("write", &temp, e))?;
-        file.sync_data().map_err(|e| WalError::io("fsync", &temp, e))?;
+    let mut payload =
+        PayloadWriter { file: file.as_ref(), temp: &temp, chunk: Vec::new(), len: 0, crc: 0, failed: None };
+    let encoded = write_payload(&mut payload);
+    match (payload.failed.take(), encoded) {
+        (Some(failed), _) => return Err(failed),
+        (None, Err(reason)) => return Err(WalError::Encode { reason }),
+        (None, Ok(())) => payload.write_chunk(false)?,
     }
+    // The header last, with the payload's length and checksum, in the same
+    // sync as the last chunk.
+    let header = encode_snapshot_header(shard, lsn, payload.len, payload.crc);
+    file.write_at(0, &header).map_err(|e| WalError::io("write", &temp, e))?;
     file.sync_data().map_err(|e| WalError::io("fsync", &temp, e))?;
     storage.rename(&temp, &path).map_err(|e| WalError::io("rename", &temp, e))?;
     storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
-    Ok(path)
+    Ok((path, payload.len))
+}
+
+/// Where a snapshot's payload streams into its temp file: a chunk at a
+/// time, checksummed as it goes, each full chunk synced so the disk never
+/// holds a snapshot's worth of dirty pages in front of the WAL's next
+/// fdatasync. No buffer of the whole payload exists (serializing a 200 MB
+/// payload into memory first cost its page faults and its free on every
+/// snapshot).
+struct PayloadWriter<'a> {
+    file: &'a dyn StorageFile,
+    temp: &'a Path,
+    chunk: Vec<u8>,
+    /// Payload bytes written to the file so far, and their CRC32C.
+    len: u64,
+    crc: u32,
+    /// The first write or sync that failed; nothing is written after it.
+    failed: Option<WalError>,
+}
+
+impl PayloadWriter<'_> {
+    fn write_chunk(&mut self, sync: bool) -> Result<(), WalError> {
+        let offset = SNAPSHOT_HEADER_LEN as u64 + self.len;
+        self.file.write_at(offset, &self.chunk).map_err(|e| WalError::io("write", self.temp, e))?;
+        if sync {
+            self.file.sync_data().map_err(|e| WalError::io("fsync", self.temp, e))?;
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &self.chunk);
+        self.len += self.chunk.len() as u64;
+        self.chunk.clear();
+        Ok(())
+    }
+}
+
+impl io::Write for PayloadWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("the snapshot file failed"));
+        }
+        if self.chunk.capacity() == 0 {
+            self.chunk.reserve_exact(SNAPSHOT_SYNC_CHUNK);
+        }
+        let taken = bytes.len().min(SNAPSHOT_SYNC_CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&bytes[..taken]);
+        if self.chunk.len() == SNAPSHOT_SYNC_CHUNK {
+            if let Err(error) = self.write_chunk(true) {
+                let message = error.to_string();
+                self.failed = Some(error);
+                return Err(io::Error::other(message));
+            }
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A snapshot read back and checked: its header and the whole file (the
@@ -103,6 +177,28 @@ pub fn remove_older_snapshots(storage: &dyn Storage, dir: &Path, lsn: u64) -> Re
 mod tests {
     use super::*;
     use crate::MemStorage;
+    use std::io::Write;
+
+    #[test]
+    fn a_disk_failure_mid_payload_is_an_io_error_and_an_encoding_failure_is_not() {
+        let storage = MemStorage::new();
+        let dir = PathBuf::from("/data/shard-0");
+        storage.create_dir_all(&dir).unwrap();
+        let refused = write_snapshot_with(storage.as_ref(), &dir, 0, 5, |out| {
+            out.write_all(&[1; 10]).unwrap();
+            Err("too big".into())
+        });
+        assert!(matches!(refused, Err(WalError::Encode { ref reason }) if reason == "too big"), "{refused:?}");
+        // The second chunk's sync fails: the payload writer stops there.
+        storage.fail_sync_after(2);
+        let payload = vec![3u8; 3 * SNAPSHOT_SYNC_CHUNK];
+        let failed = write_snapshot_with(storage.as_ref(), &dir, 0, 6, |out| {
+            out.write_all(&payload).map_err(|error| error.to_string())
+        });
+        assert!(matches!(failed, Err(WalError::Io { operation: "fsync", .. })), "{failed:?}");
+        assert_eq!(storage.counts().0, 2, "no sync after the failed one");
+        assert!(list_snapshots(storage.as_ref(), &dir).unwrap().is_empty());
+    }
 
     #[test]
     fn a_snapshot_of_several_sync_chunks_survives_a_power_cut_whole() {
