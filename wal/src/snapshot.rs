@@ -177,7 +177,6 @@ pub fn remove_older_snapshots(storage: &dyn Storage, dir: &Path, lsn: u64) -> Re
 mod tests {
     use super::*;
     use crate::MemStorage;
-    use std::io::Write;
 
     #[test]
     fn a_disk_failure_mid_payload_is_an_io_error_and_an_encoding_failure_is_not() {
