@@ -138,3 +138,37 @@ fn snapshot_plus_replay_equals_full_replay_equals_live_state() {
         assert_eq!(from_log[shard], live[shard], "shard {shard}: the full log differs from the live state");
     }
 }
+
+/// A snapshot asked for while another is being captured waits for a fresh
+/// one; if the engine stops first, the stopping shard's last capture
+/// answers it too (it is not left to `shutting_down`), and a restart loads
+/// that snapshot.
+#[test]
+fn a_snapshot_asked_for_during_a_capture_is_written_when_the_engine_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    // One slot per slice and an idle shard's pace of one slice per
+    // millisecond: capturing 5,000 SKUs takes seconds, so it is surely
+    // still going when the second request and the stop arrive.
+    let config = EngineConfig { shards: 1, capture_slice: 1, ..EngineConfig::default() };
+    let open =
+        || Engine::open(config, StoreConfig::new(dir.path()), Arc::new(ManualClock::new(1_000)), &Default::default());
+    let (engine, _) = open().unwrap();
+    let stock = (0..5_000).map(|i| Request::SetStock { sku: sku(i), on_hand: 7, expected_version: None }).collect();
+    assert!(engine.submit_batch_blocking(stock).iter().all(Result::is_ok));
+    let mut first = Box::pin(engine.snapshot());
+    assert!(futures::executor::block_on(async { futures::poll!(&mut first) }).is_pending());
+    // Bounded wait for the capture's first slice (the shard reports each).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while engine.stats()[0].snapshot_capture_us.read().count == 0 {
+        assert!(std::time::Instant::now() < deadline, "the capture never began");
+        std::thread::yield_now();
+    }
+    let mut second = Box::pin(engine.snapshot());
+    assert!(futures::executor::block_on(async { futures::poll!(&mut second) }).is_pending(), "sent, not yet answered");
+    engine.shutdown();
+    assert_eq!(futures::executor::block_on(first), Ok(()));
+    assert_eq!(futures::executor::block_on(second), Ok(()));
+    drop(engine);
+    let (_, report) = open().unwrap();
+    assert_eq!(report.shards[0].records_replayed, 0, "the snapshot covers the whole log");
+}

@@ -200,7 +200,9 @@ impl Durability for Logged {
     fn wants_snapshot(&self) -> bool {
         let written = self.writer.counters().0 + self.writer.buffered_len() as u64;
         let threshold = self.snapshot_every_bytes.max(2 * self.last_snapshot_bytes.load(Ordering::Relaxed));
-        written - self.bytes_at_last_snapshot >= threshold && !self.snapshot_in_flight.load(Ordering::Relaxed)
+        written - self.bytes_at_last_snapshot >= threshold
+            && !self.snapshot_in_flight.load(Ordering::Relaxed)
+            && self.failure.get().is_none()
     }
 
     fn snapshot_image(&mut self, room: &dyn Fn() -> ImageRoom) -> Option<StateImage> {

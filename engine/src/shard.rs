@@ -485,7 +485,11 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
             }
         }
         if state.is_capturing() {
-            // A stopping shard finishes the capture in this turn.
+            // A stopping shard finishes the capture in this turn, for whoever
+            // asked for a snapshot meanwhile too (there is no later turn).
+            if stopping {
+                capturing_for.append(&mut snapshot_waiters);
+            }
             let budget = if stopping { usize::MAX } else { capture_slice };
             let began = std::time::Instant::now();
             if let Some(image) = state.continue_capture(budget) {

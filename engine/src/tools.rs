@@ -1,6 +1,9 @@
 //! What an SRE runs against the data directory of a stopped server (the
-//! `stockd wal ...` commands print what these return). Everything here
-//! reads; only `replay_into` writes, and only into a new directory.
+//! `stockd wal ...` commands print what these return, holding the
+//! directory's shared lock). Everything here reads; only `replay_into`
+//! writes, and only into a new directory. Files are read as mappings: never
+//! call these on a directory an engine of the same process runs on (its
+//! snapshot cleanup cuts files, and a cut under a mapping is a SIGBUS).
 
 use crate::codec;
 use crate::command::Command;

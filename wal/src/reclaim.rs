@@ -32,8 +32,10 @@ pub fn remove_gradually(storage: &dyn Storage, dir: &Path, names: &[String]) -> 
         storage.rename(&from, &to).map_err(|e| WalError::io("rename", &from, e))?;
         doomed.push(to);
     }
-    if doomed.len() > names.iter().filter(|name| name.ends_with(REMOVING_SUFFIX)).count() {
-        // Durable before any cut: a cut file never lies under a name a reader trusts.
+    if !doomed.is_empty() {
+        // Durable before any cut (a leftover's rename too: the process that
+        // renamed it may have died before its directory sync), so a cut
+        // file never lies under a name a reader trusts.
         storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
     }
     for path in doomed {

@@ -68,7 +68,13 @@ pub fn write_snapshot_with(
     let encoded = write_payload(&mut payload);
     match (payload.failed.take(), encoded) {
         (Some(failed), _) => return Err(failed),
-        (None, Err(reason)) => return Err(WalError::Encode { reason }),
+        (None, Err(reason)) => {
+            // Nothing failed on disk: the partial file goes (it may be big).
+            drop(file);
+            let name = format!("{}.tmp", snapshot_file_name(lsn));
+            crate::reclaim::remove_gradually(storage, dir, &[name])?;
+            return Err(WalError::Encode { reason });
+        }
         (None, Ok(())) => payload.write_chunk(false)?,
     }
     // The header last, with the payload's length and checksum, in the same
@@ -188,14 +194,16 @@ mod tests {
             Err("too big".into())
         });
         assert!(matches!(refused, Err(WalError::Encode { ref reason }) if reason == "too big"), "{refused:?}");
+        assert!(storage.list(&dir).unwrap().is_empty(), "the partial file is gone");
         // The second chunk's sync fails: the payload writer stops there.
+        let syncs_before = storage.counts().0;
         storage.fail_sync_after(2);
         let payload = vec![3u8; 3 * SNAPSHOT_SYNC_CHUNK];
         let failed = write_snapshot_with(storage.as_ref(), &dir, 0, 6, |out| {
             out.write_all(&payload).map_err(|error| error.to_string())
         });
         assert!(matches!(failed, Err(WalError::Io { operation: "fsync", .. })), "{failed:?}");
-        assert_eq!(storage.counts().0, 2, "no sync after the failed one");
+        assert_eq!(storage.counts().0 - syncs_before, 2, "no sync after the failed one");
         assert!(list_snapshots(storage.as_ref(), &dir).unwrap().is_empty());
     }
 

@@ -111,12 +111,15 @@ impl Storage for FsStorage {
         if file.metadata()?.len() == 0 {
             return Ok(FileBytes::Copied(AlignedBytes::new()));
         }
-        // SAFETY: a mapping is only unsound if the file changes under it.
-        // It is mapped read-only, this process holds the data directory's
-        // lock (exclusive for a server, shared for the tools, so no other
-        // stockd writes here), the log only ever appends past what was read
-        // and is truncated only at open, after the scan dropped its
-        // mapping. Mapped instead of read: recovery reads every segment once
+        // SAFETY: a mapping is only unsound if the file shrinks under it.
+        // It is mapped read-only; the process holds the data directory's
+        // lock (exclusive for a server, shared for the CLI tools, so no
+        // other stockd writes here); within the process, files are cut only
+        // at open (the log's tail, after recovery dropped its mappings) and
+        // when removed after a snapshot (`reclaim`: covered segments and
+        // older snapshots, which the running engine never maps). A caller
+        // of the `tools` functions in a process whose engine runs on the
+        // same directory breaks this (the CLI never does). Mapped instead of read: recovery reads every segment once
         // and a copy into fresh memory was a third of replay's time
         // (`cargo bench --bench wal -- replay`). Populated up front, since
         // readers go through every page in order.
