@@ -180,7 +180,6 @@ impl Durability for Logged {
         }
         if let Some(snapshot) = &completion.snapshot {
             self.snapshot_in_flight.store(true, Ordering::Relaxed);
-            self.bytes_at_last_snapshot = bytes;
             debug_assert!(snapshot.image.lsn < self.writer.next_lsn());
         }
         let jobs = self.jobs.as_ref().expect("jobs close only in close()");
@@ -209,6 +208,8 @@ impl Durability for Logged {
         if self.preparing {
             let image = self.prepared.try_recv().ok()?;
             self.preparing = false;
+            // The capture begins now: the log from here on is after it.
+            self.bytes_at_last_snapshot = self.writer.counters().0 + self.writer.buffered_len() as u64;
             return Some(image);
         }
         let tasks = self.snapshot_tasks.as_ref().expect("snapshot tasks close only in close()");
