@@ -17,9 +17,6 @@ use crate::clock::Clock;
 use crate::command::{CartLine, Command, PartOutcome, PartReply, Query, ReservePart};
 use crate::ids::{ReservationId, Sku};
 use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
-
-/// How long an idle shard waits between two slices of a capture.
-const CAPTURE_IDLE_MS: u64 = 1;
 use crate::read_view::{SharedSkuIndex, SkuCounts};
 use crate::rejection::Rejection;
 use crate::snapshot::{ImageRoom, StateImage};
@@ -29,6 +26,9 @@ use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How long an idle shard waits between two slices of a capture.
+const CAPTURE_IDLE_MS: u64 = 1;
 
 /// One client request for one shard.
 pub(crate) enum ClientOp {
