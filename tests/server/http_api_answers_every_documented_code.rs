@@ -134,14 +134,18 @@ async fn every_endpoint_answers_its_documented_codes() {
     let answer = get(&mut c, "/v1/skus/sneaker-42").await.json().unwrap();
     assert_eq!((answer["on_hand"].clone(), answer["reserved"].clone()), (json!(13), json!(0)), "2 sold, nothing held");
 
-    // Expiry: a 1 s hold, watched (bounded) until it expires. The server's
-    // clock decides and nothing announces it over HTTP, so the condition is
-    // polled: 50 ms between looks, 30 s at most.
-    reserve(&mut c, json!({"id": "brief", "lines": [{"sku": "sneaker-42", "qty": 1}], "ttl_ms": 1000})).await;
+    // Expiry: a 1 s hold. The test waits for its deadline (the answer
+    // says when, on the wall clock the server shares with this process),
+    // then asks until the server's next tick has expired it (bounded).
+    let held =
+        reserve(&mut c, json!({"id": "brief", "lines": [{"sku": "sneaker-42", "qty": 1}], "ttl_ms": 1000})).await;
+    let expires_at_ms = held.json().unwrap()["expires_at_ms"].as_u64().expect("a deadline");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    tokio::time::sleep_until((Instant::now() + Duration::from_millis(expires_at_ms.saturating_sub(now_ms))).into())
+        .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&mut c, "/v1/reservations/brief").await.json().unwrap()["state"] != "expired" {
         assert!(Instant::now() < deadline, "the hold never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let answer = post(&mut c, "/v1/reservations/brief/commit").await;
     assert_eq!((answer.status, code(&answer)), (StatusCode::CONFLICT, "reservation_expired".into()));
