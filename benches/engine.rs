@@ -16,7 +16,11 @@
 //!   turn does, on a virtual clock (4,096 reservations per 4 ms: about 2M
 //!   remembered): the ceiling for one shard.
 //! - `reserve_commit_batched/{hot_sku,uniform_1m}_{1,2}_shards`:
-//!   `submit_batch` of 4,096 reserves, then their 4,096 commits.
+//!   `submit_batch` of 4,096 reserves, then their 4,096 commits: one caller,
+//!   waiting for each answer before the next batch (the shard idles while
+//!   the caller prepares and reads).
+//! - `..._4_callers`: four such callers at once, as a server serving four
+//!   batch requests has; the figure is their total.
 //! - `reserve_commit_one_at_a_time/{tasks,threads}_{1,2}_shards`: every
 //!   request on its own (`submit`): 256 concurrent async tasks on a tokio
 //!   runtime, or 4 blocking threads.
@@ -25,16 +29,22 @@
 //! After the timed groups it prints the loop-turn pauses while 1M holds with
 //! random TTLs expire, and the longest turn when all are due at once.
 
+mod common;
+
+use common::reserve_then_commit_batches;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockd_engine::{
     limits::TICK_EVENTS_MAX, CartLine, Command, Engine, EngineConfig, Request, ReservationId, ReservePart,
-    ReserveRequest, ShardConfig, ShardState, Sku, SystemClock,
+    ReserveRequest, ShardConfig, ShardState, Sku, SystemClock, WARM_WINDOW,
 };
 
 const BATCH: usize = 4_096;
+/// Batch submitters in flight at once in the `_callers` variants (an HTTP
+/// front end has one per `/v1/batch` request being served).
+const CALLERS: usize = 4;
 /// The hold length and retention of every benchmark reservation.
 const TTL_MS: u64 = 1_000;
 const RETENTION_MS: u64 = 1_000;
@@ -82,22 +92,25 @@ fn reserve_commit_requests(skus: &[Sku], seed: &mut u64) -> (Vec<Request>, Vec<R
 
 fn batched(c: &mut Criterion) {
     let mut group = c.benchmark_group("reserve_commit_batched");
-    group.throughput(Throughput::Elements(BATCH as u64));
     for (scenario, sku_count) in [("hot_sku", 1u64), ("uniform_1m", 1_000_000)] {
         for shards in [1, 2] {
             let engine = engine_with_skus(shards, sku_count);
             let skus: Vec<Sku> = (0..sku_count).map(sku).collect();
             let mut seed = 7u64;
-            group.bench_function(BenchmarkId::from_parameter(format!("{scenario}_{shards}_shards")), |b| {
-                b.iter_batched(
-                    || reserve_commit_requests(&skus, &mut seed),
-                    |(reserves, commits)| {
-                        assert!(engine.submit_batch_blocking(reserves).iter().all(Result::is_ok));
-                        assert!(engine.submit_batch_blocking(commits).iter().all(Result::is_ok));
-                    },
-                    BatchSize::LargeInput,
-                )
-            });
+            for callers in [1, CALLERS] {
+                let name = match callers {
+                    1 => format!("{scenario}_{shards}_shards"),
+                    _ => format!("{scenario}_{shards}_shards_{callers}_callers"),
+                };
+                group.throughput(Throughput::Elements((callers * BATCH) as u64));
+                group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                    b.iter_batched(
+                        || (0..callers).map(|_| reserve_commit_requests(&skus, &mut seed)).collect(),
+                        |work| reserve_then_commit_batches(&engine, work),
+                        BatchSize::LargeInput,
+                    )
+                });
+            }
         }
     }
     group.finish();
@@ -195,16 +208,17 @@ fn state_machine_turn(now_ms: u64) -> (Vec<Command>, Vec<Command>) {
     (holds, commits)
 }
 
-/// What a shard's turn does with the commands: warm their lookups, apply
-/// them, tick (forgetting what is due), publish.
+/// What a shard's turn does with the commands: tick (forgetting what is
+/// due), apply them a window at a time, each window's lookups warmed first,
+/// publish.
 fn apply_turn(state: &mut ShardState, holds: &[Command], commits: &[Command], now_ms: u64) {
-    let ids = holds.iter().chain(commits).filter_map(Command::reservation_id);
-    let skus = holds.iter().flat_map(Command::skus);
     let mut batch = state.batch();
-    batch.warm(ids, skus);
     batch.tick(now_ms, TICK_EVENTS_MAX + 2 * (holds.len() + commits.len()));
-    for command in holds.iter().chain(commits) {
-        batch.apply(command, now_ms).unwrap();
+    for window in [holds, commits].into_iter().flat_map(|commands| commands.chunks(WARM_WINDOW)) {
+        batch.warm(window.iter().filter_map(Command::reservation_id), window.iter().flat_map(Command::skus));
+        for command in window {
+            batch.apply(command, now_ms).unwrap();
+        }
     }
     drop(batch);
     state.publish_now();

@@ -32,6 +32,33 @@ pub fn cart_fingerprint<'a>(sorted_lines: impl Iterator<Item = (&'a str, u32)>) 
     xxh3_128(&bytes)
 }
 
+/// A hasher for small integer keys in this process's own tables (timer
+/// buckets, slot numbers): one multiply, no SipHash. Consecutive integers
+/// spread well enough; nothing outside decides the keys.
+#[derive(Default)]
+pub(crate) struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _bytes: &[u8]) {
+        unreachable!("integer keys hash as one u64 or usize")
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, key: usize) {
+        self.write_u64(key as u64);
+    }
+}
+
+/// A `HashMap` keyed by integers, hashed by `IntHasher`.
+pub(crate) type IntMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,5 +61,5 @@ pub use read_view::{ReadView, SkuCounts};
 pub use recovery::{RecoveryProgress, RecoveryReport, ShardRecovery};
 pub use rejection::Rejection;
 pub use request::{Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
-pub use state::{Batch, Notice, ShardConfig, ShardState};
+pub use state::{Batch, Notice, ShardConfig, ShardState, WARM_WINDOW};
 pub use store::{FsyncPolicy, StoreConfig, StoreError};

@@ -17,7 +17,7 @@ use crate::command::{Command, ReservationState};
 use crate::durable::{Failure, LogSetup, Logged};
 use crate::engine::{Engine, EngineConfig, StoreHandles};
 use crate::snapshot;
-use crate::state::{Batch, ShardConfig, ShardState};
+use crate::state::{Batch, ShardConfig, ShardState, WARM_WINDOW};
 use crate::store::{prepare_layout, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +27,6 @@ use stockd_wal::{list_snapshots, read_snapshot, scan, LogOptions, LogTail, LogWr
 
 /// Records replayed between two updates of the shared progress counters.
 const PROGRESS_STEP: u64 = 4_096;
-/// Records decoded and warmed together before they are applied.
-const REPLAY_WINDOW: usize = 64;
 
 /// Counters recovery advances as it goes, for a progress bar.
 #[derive(Default)]
@@ -173,7 +171,7 @@ pub(crate) fn replay_shard(
         let mut batch = state.batch();
         // Records are applied a window at a time, each window warmed first
         // (see `Batch::warm`): decoded, then looked up together, then applied.
-        let mut window: Vec<(u64, u64, Command)> = Vec::with_capacity(REPLAY_WINDOW);
+        let mut window: Vec<(u64, u64, Command)> = Vec::with_capacity(WARM_WINDOW);
         let mut apply_window = |batch: &mut Batch<'_>, window: &mut Vec<(u64, u64, Command)>| {
             let commands = || window.iter().map(|(_, _, command)| command);
             batch.warm(commands().filter_map(Command::reservation_id), commands().flat_map(Command::skus));
@@ -199,7 +197,7 @@ pub(crate) fn replay_shard(
                 progress.records.fetch_add(PROGRESS_STEP, Ordering::Relaxed);
                 progress.bytes_read.fetch_add(std::mem::take(&mut bytes), Ordering::Relaxed);
             }
-            if window.len() == REPLAY_WINDOW {
+            if window.len() == WARM_WINDOW {
                 apply_window(&mut batch, &mut window)?;
             }
             Ok(())
@@ -334,7 +332,7 @@ mod tests {
     /// the record falls in a full window or in the last, partial one.
     #[test]
     fn replay_refuses_a_record_that_changes_nothing_wherever_it_falls() {
-        for good in [1, REPLAY_WINDOW - 1, REPLAY_WINDOW, 3 * REPLAY_WINDOW + 5] {
+        for good in [1, WARM_WINDOW - 1, WARM_WINDOW, 3 * WARM_WINDOW + 5] {
             let storage = MemStorage::new();
             let config = EngineConfig { shards: 1, ..EngineConfig::default() };
             let clock = Arc::new(ManualClock::new(1_000));

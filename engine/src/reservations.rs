@@ -74,6 +74,22 @@ impl Reservations {
         self.by_id.warm(id.key_hash());
     }
 
+    /// Loads what popping the next timers will touch, in two steps a
+    /// window apart (see [`IdIndex::warm`]): the records of the window after
+    /// the next, and the id index positions of the next window's records
+    /// (loaded by the previous call, so reading their ids costs no miss).
+    pub fn warm_due(&self, window: usize) {
+        let upcoming = self.timers.upcoming(2 * window);
+        for &(_, slot) in upcoming.iter().skip(window) {
+            std::hint::black_box(self.slab.get(slot as usize).map(|record| record.as_ref().map(|record| record.seq)));
+        }
+        for &(_, slot) in upcoming.iter().take(window) {
+            if let Some(Some(record)) = self.slab.get(slot as usize) {
+                self.by_id.warm(record.id.key_hash());
+            }
+        }
+    }
+
     pub fn get(&self, slot: u32) -> &Reservation {
         self.slab[slot as usize].as_ref().expect("indexed slots are occupied")
     }

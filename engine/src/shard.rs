@@ -20,7 +20,7 @@ use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts};
 use crate::rejection::Rejection;
 use crate::snapshot::{ImageRoom, StateImage};
-use crate::state::{publish, Batch, ShardState};
+use crate::state::{publish, Batch, ShardState, WARM_WINDOW};
 use crate::stats::ShardStats;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
@@ -442,9 +442,14 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
                 // Nothing more is applied; do not let them pile up.
                 peers.clear();
             }
-            let ops = || clients.iter().flat_map(ClientMessage::ops);
-            turn.batch.warm(ops().filter_map(ClientOp::reservation_id), ops().flat_map(ClientOp::skus));
-            for message in clients.drain(..) {
+            let mut messages = clients.drain(..);
+            // Single-op messages ahead whose lookups are already warmed.
+            let mut warmed = 0;
+            while let Some(message) = messages.next() {
+                if warmed == 0 {
+                    warmed = warm_singles(&turn.batch, std::iter::once(&message).chain(messages.as_slice()));
+                }
+                warmed -= 1;
                 match (message, &failure) {
                     (ClientMessage::Stop, _) => {
                         stopping = true;
@@ -547,7 +552,12 @@ fn handle_client(turn: &mut Turn<'_, '_>, carts: &mut Carts, message: ClientMess
                 missing: count,
                 reply,
             });
-            for (position, op) in ops.into_iter().enumerate() {
+            let mut ops = ops.into_iter();
+            for position in 0..count {
+                if position % WARM_WINDOW == 0 {
+                    warm(&turn.batch, ops.as_slice().iter().take(WARM_WINDOW));
+                }
+                let op = ops.next().expect("count ops");
                 let waiter = Waiter::Many { reply: key, position };
                 if let Some(outcome) = handle_op(turn, carts, op, waiter) {
                     unreachable!("handle_op answers a Many waiter itself: {outcome:?}")
@@ -556,6 +566,20 @@ fn handle_client(turn: &mut Turn<'_, '_>, carts: &mut Carts, message: ClientMess
         }
         ClientMessage::Stop => unreachable!("handled by the loop"),
     }
+}
+
+/// Looks up what `ops` will use, just before they are applied (`Batch::warm`).
+fn warm<'o>(batch: &Batch<'_>, ops: impl Iterator<Item = &'o ClientOp> + Clone) {
+    batch.warm(ops.clone().filter_map(ClientOp::reservation_id), ops.flat_map(ClientOp::skus));
+}
+
+/// Warms the single-op messages at the front of `messages`, up to
+/// `WARM_WINDOW`, and returns how many messages that covers (at least one:
+/// a `Many` message warms its own ops as it goes, in `handle_client`).
+fn warm_singles<'m>(batch: &Batch<'_>, messages: impl Iterator<Item = &'m ClientMessage> + Clone) -> usize {
+    let singles = messages.take(WARM_WINDOW).take_while(|message| matches!(message, ClientMessage::One { .. }));
+    warm(batch, singles.clone().flat_map(ClientMessage::ops));
+    singles.count().max(1)
 }
 
 /// Applies one op and answers its waiter, now or (a cart) once its parts

@@ -239,12 +239,19 @@ pub struct Batch<'a> {
     state: StateParts<'a>,
 }
 
+/// Commands whose lookups are warmed together (`Batch::warm`) before they
+/// are applied. Small on purpose: warming a whole turn of 8,192 commands at
+/// once left most lines evicted from L2 by the time their command ran
+/// (measured: the bare state machine did 2.75 M reserve+commit/s warming
+/// all 8,192, 3.3-3.4 M warming 16-256 at a time).
+pub const WARM_WINDOW: usize = 64;
+
 impl Batch<'_> {
     /// Looks up, and forgets, the reservations and SKUs the next commands
     /// will use: a hint that changes nothing. With millions of reservations
     /// or SKUs each lookup is a chain of cache misses; looked up together,
-    /// before the commands, independent lookups overlap their misses, and
-    /// the commands then find their lines in cache.
+    /// just before the commands (`WARM_WINDOW` of them), independent lookups
+    /// overlap their misses, and the commands then find their lines in cache.
     pub fn warm<'c>(&self, reservations: impl Iterator<Item = &'c ReservationId>, skus: impl Iterator<Item = &'c Sku>) {
         for id in reservations {
             self.state.reservations.warm(id);
@@ -561,6 +568,9 @@ impl Batch<'_> {
         let mut fired = 0;
         let mut popped = 0usize;
         while fired < events_max && popped < events_max.saturating_mul(4) {
+            if popped % WARM_WINDOW == 0 {
+                self.state.reservations.warm_due(WARM_WINDOW);
+            }
             let Some((key, slot)) = self.state.reservations.pop_due(up_to) else { break };
             popped += 1;
             let Some(slot) = slot else { continue };

@@ -11,9 +11,9 @@
 //! timers on replay.
 
 use crate::command::TimerKey;
+use crate::hash::IntMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 
 const BUCKET_SHIFT: u32 = 8;
 
@@ -24,7 +24,7 @@ fn bucket_of(due_ms: u64) -> u64 {
 #[derive(Default)]
 pub(crate) struct Timers {
     /// Buckets not yet reached, unsorted.
-    buckets: HashMap<u64, Vec<(TimerKey, u32)>, BuildHasherDefault<BucketHasher>>,
+    buckets: IntMap<u64, Vec<(TimerKey, u32)>>,
     /// The numbers of the buckets in `buckets`, earliest first.
     order: BinaryHeap<Reverse<u64>>,
     /// The bucket being popped, sorted; `head[head_at..]` remain.
@@ -79,6 +79,13 @@ impl Timers {
         }
     }
 
+    /// Up to `count` of the next timers to pop, earliest first (fewer when
+    /// the sorted bucket ends sooner).
+    pub fn upcoming(&self, count: usize) -> &[(TimerKey, u32)] {
+        let rest = &self.head[self.head_at..];
+        &rest[..count.min(rest.len())]
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -86,25 +93,6 @@ impl Timers {
     /// Every pending entry, in no particular order (for the audit).
     pub fn iter(&self) -> impl Iterator<Item = &(TimerKey, u32)> {
         self.head[self.head_at..].iter().chain(self.buckets.values().flatten())
-    }
-}
-
-/// Bucket numbers are small consecutive integers: a multiplicative hash
-/// spreads them well enough.
-#[derive(Default)]
-pub(crate) struct BucketHasher(u64);
-
-impl Hasher for BucketHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, _bytes: &[u8]) {
-        unreachable!("bucket numbers hash as one u64")
-    }
-
-    fn write_u64(&mut self, bucket: u64) {
-        self.0 = bucket.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
