@@ -74,12 +74,14 @@ impl Reservations {
         self.by_id.warm(id.key_hash());
     }
 
-    /// Loads what popping the next timers will touch, in two steps a
-    /// window apart (see [`IdIndex::warm`]): the records of the window after
-    /// the next, and the id index positions of the next window's records
-    /// (loaded by the previous call, so reading their ids costs no miss).
-    pub fn warm_due(&self, window: usize) {
+    /// Loads what popping the next timers due by `up_to` will touch, in two
+    /// steps a window apart (see [`IdIndex::warm`]): the records of the
+    /// window after the next, and the id index positions of the next
+    /// window's records (loaded by the previous call, so reading their ids
+    /// costs no miss).
+    pub fn warm_due(&self, up_to: TimerKey, window: usize) {
         let upcoming = self.timers.upcoming(2 * window);
+        let upcoming = &upcoming[..upcoming.partition_point(|&(key, _)| key <= up_to)];
         for &(_, slot) in upcoming.iter().skip(window) {
             std::hint::black_box(self.slab.get(slot as usize).map(|record| record.as_ref().map(|record| record.seq)));
         }

@@ -568,10 +568,11 @@ impl Batch<'_> {
         let mut fired = 0;
         let mut popped = 0usize;
         while fired < events_max && popped < events_max.saturating_mul(4) {
-            if popped % WARM_WINDOW == 0 {
-                self.state.reservations.warm_due(WARM_WINDOW);
-            }
             let Some((key, slot)) = self.state.reservations.pop_due(up_to) else { break };
+            // Only once something is due: an idle turn warms nothing.
+            if popped % WARM_WINDOW == 0 {
+                self.state.reservations.warm_due(up_to, WARM_WINDOW);
+            }
             popped += 1;
             let Some(slot) = slot else { continue };
             let record = self.state.reservations.get(slot);
