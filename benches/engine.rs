@@ -31,7 +31,7 @@
 
 mod common;
 
-use common::reserve_then_commit_batches;
+use common::bench_batches_by_callers;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,9 +42,6 @@ use stockd_engine::{
 };
 
 const BATCH: usize = 4_096;
-/// Batch submitters in flight at once in the `_callers` variants (an HTTP
-/// front end has one per `/v1/batch` request being served).
-const CALLERS: usize = 4;
 /// The hold length and retention of every benchmark reservation.
 const TTL_MS: u64 = 1_000;
 const RETENTION_MS: u64 = 1_000;
@@ -97,20 +94,8 @@ fn batched(c: &mut Criterion) {
             let engine = engine_with_skus(shards, sku_count);
             let skus: Vec<Sku> = (0..sku_count).map(sku).collect();
             let mut seed = 7u64;
-            for callers in [1, CALLERS] {
-                let name = match callers {
-                    1 => format!("{scenario}_{shards}_shards"),
-                    _ => format!("{scenario}_{shards}_shards_{callers}_callers"),
-                };
-                group.throughput(Throughput::Elements((callers * BATCH) as u64));
-                group.bench_function(BenchmarkId::from_parameter(name), |b| {
-                    b.iter_batched(
-                        || (0..callers).map(|_| reserve_commit_requests(&skus, &mut seed)).collect(),
-                        |work| reserve_then_commit_batches(&engine, work),
-                        BatchSize::LargeInput,
-                    )
-                });
-            }
+            let name = format!("{scenario}_{shards}_shards");
+            bench_batches_by_callers(&mut group, &name, &engine, BATCH, || reserve_commit_requests(&skus, &mut seed));
         }
     }
     group.finish();

@@ -28,7 +28,7 @@
 
 mod common;
 
-use common::reserve_then_commit_batches;
+use common::bench_batches_by_callers;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,8 +42,6 @@ use stockd_wal::{FsStorage, LogOptions, LogTail, LogWriter};
 const BATCH: usize = 4_096;
 /// The throughput benchmarks' hold length and retention.
 const STEADY_MS: u64 = 1_000;
-/// Batch submitters in flight at once in the `_callers` variants.
-const CALLERS: usize = 4;
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 fn bench_dir() -> tempfile::TempDir {
@@ -135,20 +133,7 @@ fn durable(c: &mut Criterion) {
     for shards in [1, 2] {
         let dir = bench_dir();
         let engine = steady_engine(shards, dir.path());
-        for callers in [1, CALLERS] {
-            let name = match callers {
-                1 => format!("{shards}_shards"),
-                _ => format!("{shards}_shards_{callers}_callers"),
-            };
-            group.throughput(Throughput::Elements((callers * BATCH) as u64));
-            group.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter_batched(
-                    || (0..callers).map(|_| steady_requests()).collect(),
-                    |work| reserve_then_commit_batches(&engine, work),
-                    BatchSize::LargeInput,
-                )
-            });
-        }
+        bench_batches_by_callers(&mut group, &format!("{shards}_shards"), &engine, BATCH, steady_requests);
     }
     group.finish();
 
