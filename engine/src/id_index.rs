@@ -6,8 +6,13 @@
 //! not fit in cache, and hashbrown keeps control bytes and buckets apart,
 //! so every insert and lookup costs two cache misses. Here an entry and its
 //! probe neighbours share a cache line (one miss), and growth re-hashes from
-//! the tag alone, never touching the records, a few entries per insert. Measured in
-//! `benches/engine.rs` (see README.md).
+//! the tag alone, never touching the records, a few entries per insert.
+//! Measured in `benches/engine.rs` (see README.md).
+//!
+//! Growth never pauses the shard: inserts write the doubled table ahead of
+//! it and move the old table's entries after it, a few positions each. The
+//! price is memory: between a load of 3/8 and the growth at 1/2, the next
+//! table is held beside the current one.
 //!
 //! The tag is the hash's *low* 32 bits: the high bits pick the shard, so
 //! inside one shard they are not uniform. Equal tags are resolved by the
