@@ -55,6 +55,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{
     CartLine, Command, PartOutcome, PartReply, PartView, Query, ReservationState, ReservePart, TimerKey,
 };
+pub use durable::SNAPSHOT_THREAD_NICE;
 pub use engine::{Engine, EngineConfig};
 pub use ids::{ReservationId, Sku};
 pub use read_view::{ReadView, SkuCounts};
