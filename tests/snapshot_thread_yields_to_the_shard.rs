@@ -7,7 +7,8 @@ use std::sync::Arc;
 use stockd_engine::{Engine, EngineConfig, ManualClock, StoreConfig, SNAPSHOT_THREAD_NICE};
 use stockd_wal::MemStorage;
 
-/// The nice value of every thread of this process named `name...`.
+/// The nice value of every thread of this process whose name starts with
+/// `prefix`.
 fn nice_of_threads_named(prefix: &str) -> Vec<i32> {
     let mut nices = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").expect("Linux has /proc") {
