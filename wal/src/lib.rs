@@ -32,7 +32,7 @@ pub mod writer;
 
 pub use mem_storage::MemStorage;
 pub use reader::{list_segments, scan, ScanOutcome, SegmentFile};
-pub use snapshot::{list_snapshots, read_snapshot, write_snapshot, write_snapshot_with, LoadedSnapshot, SnapshotFile};
+pub use snapshot::{list_snapshots, read_snapshot, write_snapshot_with, LoadedSnapshot, SnapshotFile};
 pub use storage::{AlignedBytes, FileBytes, FsStorage, Storage, StorageFile};
 pub use writer::{LogOptions, LogTail, LogWriter, SyncPoint, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN};
 

@@ -35,18 +35,6 @@ pub fn list_snapshots(storage: &dyn Storage, dir: &Path) -> Result<Vec<SnapshotF
     Ok(snapshots)
 }
 
-/// Writes `payload` as the snapshot of `shard` at `lsn`, durably.
-pub fn write_snapshot(
-    storage: &dyn Storage,
-    dir: &Path,
-    shard: u16,
-    lsn: u64,
-    payload: &[u8],
-) -> Result<PathBuf, WalError> {
-    let write = |out: &mut dyn io::Write| out.write_all(payload).map_err(|error| error.to_string());
-    Ok(write_snapshot_with(storage, dir, shard, lsn, write)?.0)
-}
-
 /// Writes the snapshot of `shard` at `lsn` durably, its payload streamed by
 /// `write_payload` (whose error, if it fails without a disk failure, is
 /// `WalError::Encode`). Returns the file and the payload's length.
@@ -216,7 +204,8 @@ mod tests {
             storage.sync_dir(Path::new(ancestor)).unwrap();
         }
         let payload: Vec<u8> = (0..2 * SNAPSHOT_SYNC_CHUNK + 4_104).map(|i| (i * 7 % 251) as u8).collect();
-        let path = write_snapshot(storage.as_ref(), &dir, 0, 42, &payload).unwrap();
+        let write = |out: &mut dyn io::Write| out.write_all(&payload).map_err(|error| error.to_string());
+        let (path, _) = write_snapshot_with(storage.as_ref(), &dir, 0, 42, write).unwrap();
         storage.crash();
         let loaded = read_snapshot(storage.as_ref(), &path).unwrap();
         assert_eq!(loaded.header.lsn, 42);

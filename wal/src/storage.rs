@@ -119,8 +119,9 @@ impl Storage for FsStorage {
         // when removed after a snapshot (`reclaim`: covered segments and
         // older snapshots, which the running engine never maps). A caller
         // of the `tools` functions in a process whose engine runs on the
-        // same directory breaks this (the CLI never does). Mapped instead of read: recovery reads every segment once
-        // and a copy into fresh memory was a third of replay's time
+        // same directory breaks this (the CLI never does). Mapped instead of
+        // read: recovery reads every segment once and a copy into fresh
+        // memory was a third of replay's time
         // (`cargo bench --bench wal -- replay`). Populated up front, since
         // readers go through every page in order.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
