@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! DATA_DIR/
-//!   stockd.manifest        "stockd data directory" / "format 1" / "shards N"
+//!   stockd.manifest        "stockd data directory" / "format 2" / "shards N"
 //!   LOCK                   flock()ed by the running process
 //!   shard-00/              00000000000000000001.wal, ..., snapshot-<lsn>.snap
 //!   shard-01/
@@ -19,6 +19,7 @@ use crate::limits::SHARDS_MAX;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use stockd_wal::format::FORMAT_VERSION;
 use stockd_wal::{FsStorage, Storage, WalError, SEGMENT_BYTES_DEFAULT};
 
 /// When a batch counts as durable.
@@ -82,6 +83,12 @@ pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
 
 const MANIFEST: &str = "stockd.manifest";
 
+/// Format 1 logged every command at the size of the largest (a commit took
+/// 160 bytes, now 80). It was only ever written by development builds, so
+/// this build refuses it rather than keep its decoder (docs/wal-format.md).
+const FORMAT_1_REFUSED: &str = "a data directory of format 1, written by a development build before \
+     2026-11-24; this build reads format 2. Replay it with the build that wrote it, or start a new directory";
+
 /// The shard count recorded in `data_dir`, if it has a manifest.
 pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<usize>, StoreError> {
     let path = data_dir.join(MANIFEST);
@@ -92,8 +99,13 @@ pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<
     let bad = |reason: &str| StoreError::Manifest { path: path.clone(), reason: reason.to_owned() };
     let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
     let mut lines = text.lines();
-    if lines.next() != Some("stockd data directory") || lines.next() != Some("format 1") {
-        return Err(bad("not a stockd manifest of format 1"));
+    if lines.next() != Some("stockd data directory") {
+        return Err(bad("not a stockd manifest"));
+    }
+    match lines.next().and_then(|line| line.strip_prefix("format ")) {
+        Some(format) if format == FORMAT_VERSION.to_string() => {}
+        Some("1") => return Err(bad(FORMAT_1_REFUSED)),
+        _ => return Err(bad(&format!("not a data directory of format {FORMAT_VERSION}, the one this build reads"))),
     }
     let shards = lines.next().and_then(|line| line.strip_prefix("shards ")).and_then(|n| n.parse().ok());
     match shards {
@@ -139,7 +151,7 @@ pub(crate) fn prepare_layout(storage: &dyn Storage, data_dir: &Path, shards: usi
 pub(crate) fn write_manifest(storage: &dyn Storage, data_dir: &Path, shards: usize) -> Result<(), StoreError> {
     let path = data_dir.join(MANIFEST);
     let temp = data_dir.join(format!("{MANIFEST}.tmp"));
-    let text = format!("stockd data directory\nformat 1\nshards {shards}\n");
+    let text = format!("stockd data directory\nformat {FORMAT_VERSION}\nshards {shards}\n");
     if storage.exists(&temp) {
         storage.remove(&temp).map_err(|e| WalError::io("remove", &temp, e))?;
     }
@@ -193,5 +205,41 @@ impl DirLock {
             Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Locked { path: data_dir.to_path_buf() }),
             Err(errno) => Err(WalError::io("flock", &data_dir.join("LOCK"), errno.into()).into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockd_wal::MemStorage;
+
+    fn manifest_error(storage: &MemStorage, data_dir: &Path) -> String {
+        match recorded_shards(storage, data_dir) {
+            Err(StoreError::Manifest { reason, .. }) => reason,
+            other => panic!("expected a manifest error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_directory_of_another_format_is_refused_with_its_format_named() {
+        let storage = MemStorage::new();
+        let data_dir = Path::new("/data");
+        storage.create_dir_all(data_dir).unwrap();
+        write_manifest(storage.as_ref(), data_dir, 3).unwrap();
+        assert_eq!(recorded_shards(storage.as_ref(), data_dir).unwrap(), Some(3));
+
+        let manifest = data_dir.join(MANIFEST);
+        let overwrite = |text: &str| {
+            storage.remove(&manifest).unwrap();
+            let file = storage.create(&manifest).unwrap();
+            file.write_at(0, text.as_bytes()).unwrap();
+        };
+        overwrite("stockd data directory\nformat 1\nshards 3\n");
+        let reason = manifest_error(&storage, data_dir);
+        assert!(reason.contains("format 1") && reason.contains("reads format 2"), "{reason}");
+        overwrite("stockd data directory\nformat 9\nshards 3\n");
+        assert!(manifest_error(&storage, data_dir).contains("not a data directory of format 2"));
+        overwrite("something else\nformat 2\nshards 3\n");
+        assert_eq!(manifest_error(&storage, data_dir), "not a stockd manifest");
     }
 }

@@ -5,7 +5,7 @@
 //! ```text
 //! offset size field
 //!  0      8   magic  "STOCKWAL"
-//!  8      4   format version (u32) = 1
+//!  8      4   format version (u32) = 2
 //! 12      2   shard (u16)
 //! 14      2   zero
 //! 16      8   first LSN (u64): LSN of the first record in this segment
@@ -33,7 +33,7 @@
 //! Snapshot file `snapshot-{lsn:020}.snap`:
 //! ```text
 //!  0      8   magic "STOCKSNP"
-//!  8      4   format version (u32) = 1
+//!  8      4   format version (u32) = 2
 //! 12      2   shard (u16)
 //! 14      2   zero
 //! 16      8   LSN (u64): the snapshot holds every record up to and including it
@@ -43,10 +43,13 @@
 //! 40     24   zero
 //! 64      ... payload (16-aligned rkyv archive)
 //! ```
-//! Reading an older format version: a reader dispatches on the version
-//! field; version 1 is the only one so far.
+//! The version is the data directory's format (its manifest names it too):
+//! it covers the engine's payloads as well as these frames. Version 2
+//! changed only the command payloads (`engine/src/codec.rs`); version 1 was
+//! never released and is refused. From the first release on, a reader
+//! dispatches on the field and keeps every released version's decoder.
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STOCKWAL";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STOCKSNP";
 
