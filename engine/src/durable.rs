@@ -6,6 +6,10 @@
 //! publish, tell other shards, reply. Meanwhile the shard applies its next
 //! batch; no reply ever precedes its own batch's sync.
 //!
+//! The third thread also makes each next segment of the log ahead of need
+//! (`SpareSegment`): the shard hands it to its writer, whose rotation then
+//! only renames it.
+//!
 //! Snapshots ride the same queue: a snapshot of the state after batch k is
 //! written only once batch k is durable (the log must always reach the
 //! snapshot's LSN), by a third thread so the syncer never waits on it.
@@ -30,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
-use stockd_wal::{LogWriter, Storage, SyncPoint, WalError};
+use stockd_wal::{LogWriter, SpareSegment, Storage, SyncPoint, WalError};
 
 /// Batches the syncer takes at once (each is up to `batch_len_max` ops).
 const SYNC_JOBS_MAX: usize = 64;
@@ -84,6 +88,10 @@ pub(crate) struct Logged {
     /// Images prepared for capture; one at most is asked for at a time.
     prepared: Receiver<StateImage>,
     preparing: bool,
+    /// Spare segments made by the snapshot thread; one is asked for at a
+    /// time (after a failed one, none again: rotations create segments).
+    spares: Receiver<SpareSegment>,
+    spare_asked: bool,
     shard_count: usize,
 }
 
@@ -93,6 +101,8 @@ enum SnapshotTask {
     Prepare(ImageRoom),
     /// Serialize and write a captured image.
     Write(SnapshotJob),
+    /// Make a spare segment of this many bytes; hand it back.
+    PrepareSpare(u64),
 }
 
 struct SyncJob {
@@ -108,6 +118,7 @@ impl Logged {
         let (recycle, recycled) = crossbeam_channel::bounded(8);
         let (snapshot_tasks, snapshot_inbox) = crossbeam_channel::unbounded();
         let (prepare, prepared) = crossbeam_channel::bounded(1);
+        let (spare, spares) = crossbeam_channel::bounded(1);
         let snapshot_in_flight = Arc::new(AtomicBool::new(false));
         let last_snapshot_bytes = Arc::new(AtomicU64::new(0));
         let syncer = {
@@ -129,7 +140,7 @@ impl Logged {
             };
             std::thread::Builder::new()
                 .name(format!("stockd-snap-{shard}"))
-                .spawn(move || writer.run(snapshot_inbox, prepare))
+                .spawn(move || writer.run(snapshot_inbox, prepare, spare))
         };
         let threads = vec![syncer.expect("the OS can start a thread"), snapshotter.expect("the OS can start a thread")];
         let bytes_at_last_snapshot = writer.counters().0;
@@ -147,7 +158,26 @@ impl Logged {
             snapshot_tasks: Some(snapshot_tasks),
             prepared,
             preparing: false,
+            spares,
+            spare_asked: false,
             shard_count,
+        }
+    }
+}
+
+impl Logged {
+    /// Gives the writer the spare it asked for, once it is made, and asks
+    /// for the next one when the writer has used its own.
+    fn keep_a_spare(&mut self) {
+        if let Ok(spare) = self.spares.try_recv() {
+            self.writer.set_spare(spare);
+            self.spare_asked = false;
+        }
+        if self.writer.needs_spare() && !self.spare_asked {
+            let tasks = self.snapshot_tasks.as_ref().expect("snapshot tasks close only in close()");
+            let bytes = self.writer.options().segment_bytes_max;
+            tasks.send(SnapshotTask::PrepareSpare(bytes)).expect("the snapshot thread runs until close()");
+            self.spare_asked = true;
         }
     }
 }
@@ -182,6 +212,7 @@ impl Durability for Logged {
             self.snapshot_in_flight.store(true, Ordering::Relaxed);
             debug_assert!(snapshot.image.lsn < self.writer.next_lsn());
         }
+        self.keep_a_spare();
         let jobs = self.jobs.as_ref().expect("jobs close only in close()");
         jobs.send(SyncJob { point, completion }).expect("the syncer runs until close()");
         self.recycled.try_recv().unwrap_or_else(|_| Completion::with_shards(self.shard_count))
@@ -309,7 +340,7 @@ struct SnapshotWriter {
 pub const SNAPSHOT_THREAD_NICE: i32 = 10;
 
 impl SnapshotWriter {
-    fn run(self, tasks: Receiver<SnapshotTask>, prepared: Sender<StateImage>) {
+    fn run(self, tasks: Receiver<SnapshotTask>, prepared: Sender<StateImage>, spares: Sender<SpareSegment>) {
         // On Linux the nice value is per thread. Raising it needs no
         // privilege; if it fails anyway, snapshots just run at nice 0.
         let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), SNAPSHOT_THREAD_NICE);
@@ -317,6 +348,13 @@ impl SnapshotWriter {
             match task {
                 // The shard may have stopped waiting for it (shutting down).
                 SnapshotTask::Prepare(room) => drop(prepared.try_send(StateImage::with_room(room))),
+                // A spare that could not be made is not a failure of the
+                // log (nothing waits on it); the writer creates segments.
+                SnapshotTask::PrepareSpare(bytes) => {
+                    if let Ok(spare) = SpareSegment::prepare(self.storage.as_ref(), &self.dir, bytes) {
+                        let _ = spares.try_send(spare);
+                    }
+                }
                 SnapshotTask::Write(job) => {
                     let outcome = self.write(&job);
                     self.in_flight.store(false, Ordering::Relaxed);

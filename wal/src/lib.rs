@@ -34,7 +34,10 @@ pub use mem_storage::MemStorage;
 pub use reader::{list_segments, scan, ScanOutcome, SegmentFile};
 pub use snapshot::{list_snapshots, read_snapshot, write_snapshot_with, LoadedSnapshot, SnapshotFile};
 pub use storage::{AlignedBytes, FileBytes, FsStorage, Storage, StorageFile};
-pub use writer::{LogOptions, LogTail, LogWriter, SyncPoint, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN};
+pub use writer::{
+    LogOptions, LogTail, LogWriter, SpareSegment, SyncPoint, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN,
+    SPARE_SEGMENT_NAME,
+};
 
 use std::path::{Path, PathBuf};
 
