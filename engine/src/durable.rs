@@ -89,7 +89,7 @@ pub(crate) struct Logged {
     prepared: Receiver<StateImage>,
     preparing: bool,
     /// Spare segments made by the snapshot thread; one is asked for at a
-    /// time (after a failed one, none again: rotations create segments).
+    /// time (failing to make one is a storage failure of the shard).
     spares: Receiver<SpareSegment>,
     spare_asked: bool,
     shard_count: usize,
@@ -348,11 +348,12 @@ impl SnapshotWriter {
             match task {
                 // The shard may have stopped waiting for it (shutting down).
                 SnapshotTask::Prepare(room) => drop(prepared.try_send(StateImage::with_room(room))),
-                // A spare that could not be made is not a failure of the
-                // log (nothing waits on it); the writer creates segments.
+                // The same rule as the log: the disk failed (or is full,
+                // which the next rotation would find too); nothing is retried.
                 SnapshotTask::PrepareSpare(bytes) => {
-                    if let Ok(spare) = SpareSegment::prepare(self.storage.as_ref(), &self.dir, bytes) {
-                        let _ = spares.try_send(spare);
+                    match SpareSegment::prepare(self.storage.as_ref(), &self.dir, bytes) {
+                        Ok(spare) => drop(spares.try_send(spare)),
+                        Err(error) => self.failure.set(format!("making the next WAL segment failed: {error}")),
                     }
                 }
                 SnapshotTask::Write(job) => {

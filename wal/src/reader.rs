@@ -303,6 +303,16 @@ mod tests {
     }
 
     #[test]
+    fn a_spare_that_fails_to_be_made_is_an_error_and_leaves_no_file() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        storage.create_dir_all(dir).unwrap();
+        storage.fail_sync_after(1);
+        assert!(SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).is_err());
+        assert!(!storage.exists(&dir.join(SPARE_SEGMENT_NAME)));
+    }
+
+    #[test]
     fn a_crash_keeps_exactly_the_synced_records() {
         let storage = storage();
         let dir = Path::new("/data/shard-02");
