@@ -29,7 +29,8 @@ fn nice_of_threads_named(prefix: &str) -> Vec<i32> {
 #[test]
 fn snapshot_threads_run_below_the_shards() {
     let storage = MemStorage::new();
-    let store = StoreConfig { storage: storage.clone(), lock: false, ..StoreConfig::new("/data") };
+    let segment_bytes_max = stockd_wal::SEGMENT_BYTES_MIN;
+    let store = StoreConfig { storage: storage.clone(), lock: false, segment_bytes_max, ..StoreConfig::new("/data") };
     let config = EngineConfig { shards: 2, ..EngineConfig::default() };
     let clock = Arc::new(ManualClock::new(1_000_000));
     let (engine, _) = Engine::open(config, store, clock, &Default::default()).expect("opens");

@@ -78,9 +78,9 @@ pub(crate) struct TickEntry {
 
 #[derive(Archive, Serialize)]
 pub(crate) struct AbortEntry<'a> {
+    fingerprint: u128,
     #[rkyv(with = Inline)]
     id: &'a ReservationId,
-    fingerprint: u128,
 }
 
 /// Appends the payload for `command` at `now_ms` to `buffer`.

@@ -6,16 +6,16 @@
 //! publish, tell other shards, reply. Meanwhile the shard applies its next
 //! batch; no reply ever precedes its own batch's sync.
 //!
-//! The third thread also makes each next segment of the log ahead of need
-//! (`SpareSegment`): the shard hands it to its writer, whose rotation then
-//! only renames it.
-//!
 //! Snapshots ride the same queue: a snapshot of the state after batch k is
 //! written only once batch k is durable (the log must always reach the
 //! snapshot's LSN), by a third thread so the syncer never waits on it.
 //! That thread also prepares the memory a shard captures into (see
 //! `snapshot`): asked first, it touches an image's pages while the shard
 //! goes on, so the capture itself only copies.
+//!
+//! The snapshot thread also makes each next segment of the log ahead of
+//! need (`SpareSegment`): the shard hands it to its writer, whose rotation
+//! then only renames it.
 //!
 //! A failed write or sync is never retried: the shard's log is poisoned,
 //! every waiting and later request hears `storage_failed`, and the process

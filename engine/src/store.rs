@@ -6,7 +6,8 @@
 //! DATA_DIR/
 //!   stockd.manifest        "stockd data directory" / "format 2" / "shards N"
 //!   LOCK                   flock()ed by the running process
-//!   shard-00/              00000000000000000001.wal, ..., snapshot-<lsn>.snap
+//!   shard-00/              00000000000000000001.wal, ..., snapshot-<lsn>.snap,
+//!                          spare-segment.tmp (the next segment, made ahead)
 //!   shard-01/
 //! ```
 //!
@@ -86,8 +87,12 @@ const MANIFEST: &str = "stockd.manifest";
 /// Format 1 logged every command at the size of the largest (a commit took
 /// 160 bytes, now 80). It was only ever written by development builds, so
 /// this build refuses it rather than keep its decoder (docs/wal-format.md).
-const FORMAT_1_REFUSED: &str = "a data directory of format 1, written by a development build before \
-     2026-11-24; this build reads format 2. Replay it with the build that wrote it, or start a new directory";
+fn format_1_refused() -> String {
+    format!(
+        "a data directory of format 1, written by a development build before 2026-11-24; this build reads \
+         format {FORMAT_VERSION}. Replay it with the build that wrote it, or start a new directory"
+    )
+}
 
 /// The shard count recorded in `data_dir`, if it has a manifest.
 pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<usize>, StoreError> {
@@ -104,7 +109,7 @@ pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<
     }
     match lines.next().and_then(|line| line.strip_prefix("format ")) {
         Some(format) if format == FORMAT_VERSION.to_string() => {}
-        Some("1") => return Err(bad(FORMAT_1_REFUSED)),
+        Some("1") => return Err(bad(&format_1_refused())),
         _ => return Err(bad(&format!("not a data directory of format {FORMAT_VERSION}, the one this build reads"))),
     }
     let shards = lines.next().and_then(|line| line.strip_prefix("shards ")).and_then(|n| n.parse().ok());
@@ -236,9 +241,10 @@ mod tests {
         };
         overwrite("stockd data directory\nformat 1\nshards 3\n");
         let reason = manifest_error(&storage, data_dir);
-        assert!(reason.contains("format 1") && reason.contains("reads format 2"), "{reason}");
+        assert!(reason.contains("format 1") && reason.contains(&format!("reads format {FORMAT_VERSION}")), "{reason}");
         overwrite("stockd data directory\nformat 9\nshards 3\n");
-        assert!(manifest_error(&storage, data_dir).contains("not a data directory of format 2"));
+        let reason = manifest_error(&storage, data_dir);
+        assert!(reason.contains(&format!("not a data directory of format {FORMAT_VERSION}")), "{reason}");
         overwrite("something else\nformat 2\nshards 3\n");
         assert_eq!(manifest_error(&storage, data_dir), "not a stockd manifest");
     }

@@ -9,15 +9,18 @@
 //!   `docs/wal-format.md`), with the codec for headers and frames.
 //! - `storage`: the file layer (`Storage`), and `FsStorage`, the real one.
 //! - `mem_storage`: a fault-injecting, crash-simulating `Storage` for tests.
-//! - `writer`: appending, group commit (`SyncPoint`), segment rotation.
+//! - `writer`: appending, group commit (`SyncPoint`), segment rotation,
+//!   spare segments made ahead.
 //! - `reader`: replaying a log, torn tails versus corruption, segment GC.
 //! - `reclaim`: removing big files without stalling the live log's fsync.
 //! - `snapshot`: atomic snapshot files.
 //!
 //! Durability rules kept here: fsync before acknowledging (the caller runs
 //! the `SyncPoint` before it answers), fsync the directory on every file
-//! creation and rename, never retry a failed fsync (the writer is poisoned),
-//! a checksum on every record and header.
+//! creation and rename that a reader must find (a spare segment's creation
+//! is made durable by the sync after its rename into a segment), never
+//! retry a failed fsync (the writer is poisoned), a checksum on every record
+//! and header.
 // One `unsafe` block, allowed where it stands: mapping files for reading
 // (`FsStorage::read`).
 #![deny(unsafe_code)]

@@ -269,8 +269,8 @@ mod tests {
     }
 
     /// A rotation renames the spare into place, and the log reads back
-    /// through it; a spare nobody took is not a segment to readers; a spare
-    /// of another size is not taken.
+    /// through it; a spare nobody took is not a segment to readers, and the
+    /// next one replaces it.
     #[test]
     fn rotations_take_the_spare_and_the_log_reads_back_through_it() {
         let storage = storage();
@@ -297,9 +297,15 @@ mod tests {
         assert!(contiguous && (3_000..3_100).contains(&lsns.len()), "{} records back", lsns.len());
         assert!(outcome.segments as u64 >= segments_before_crash);
 
-        let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
-        writer.set_spare(SpareSegment::prepare(storage.as_ref(), dir, 2 * SEGMENT_BYTES_MIN).unwrap());
-        assert!(writer.needs_spare() && !storage.exists(&spare_path), "a spare of another size is removed");
+        // The leftover spare is replaced by the next one.
+        let spare = SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap();
+        let last = outcome.tail.next_lsn + 1_900;
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail.clone()).unwrap();
+        writer.set_spare(spare);
+        write_records(&mut writer, outcome.tail.next_lsn..=last, true);
+        assert!(writer.needs_spare() && !storage.exists(&spare_path));
+        let (lsns, _) = read_all(storage.as_ref(), dir, 0);
+        assert!(lsns.iter().copied().eq(1..=last), "{} records back", lsns.len());
     }
 
     #[test]
