@@ -107,9 +107,9 @@ pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<
     if lines.next() != Some("stockd data directory") {
         return Err(bad("not a stockd manifest"));
     }
-    match lines.next().and_then(|line| line.strip_prefix("format ")) {
-        Some(format) if format == FORMAT_VERSION.to_string() => {}
-        Some("1") => return Err(bad(&format_1_refused())),
+    match lines.next().and_then(|line| line.strip_prefix("format ")).and_then(|n| n.parse::<u32>().ok()) {
+        Some(FORMAT_VERSION) => {}
+        Some(1) => return Err(bad(&format_1_refused())),
         _ => return Err(bad(&format!("not a data directory of format {FORMAT_VERSION}, the one this build reads"))),
     }
     let shards = lines.next().and_then(|line| line.strip_prefix("shards ")).and_then(|n| n.parse().ok());

@@ -107,7 +107,7 @@ impl SpareSegment {
     /// call it on a thread that answers nobody.
     pub fn prepare(storage: &dyn Storage, dir: &Path, bytes: u64) -> Result<SpareSegment, WalError> {
         let path = dir.join(SPARE_SEGMENT_NAME);
-        let made = Self::make(storage, &path, bytes);
+        let made = Self::make(storage, dir, &path, bytes);
         if made.is_err() {
             // A partial spare would only take disk space.
             let _ = storage.remove(&path);
@@ -115,11 +115,10 @@ impl SpareSegment {
         made
     }
 
-    fn make(storage: &dyn Storage, path: &Path, bytes: u64) -> Result<SpareSegment, WalError> {
+    fn make(storage: &dyn Storage, dir: &Path, path: &Path, bytes: u64) -> Result<SpareSegment, WalError> {
         if storage.exists(path) {
             // Left by the last run, which held it when it stopped: removed
             // gradually, as an unlink of it at once would stall the log.
-            let dir = path.parent().expect("a spare lives in its log's directory");
             crate::reclaim::remove_gradually(storage, dir, &[SPARE_SEGMENT_NAME.to_owned()])?;
             storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
         }
