@@ -14,7 +14,7 @@
 use crate::command::{ReservationState, TimerKey};
 use crate::id_index::IdIndex;
 use crate::ids::ReservationId;
-use crate::snapshot::Pending;
+use crate::snapshot::{LineImage, RecordCapture, ReservationImage};
 use crate::timers::Timers;
 use smallvec::SmallVec;
 
@@ -59,9 +59,8 @@ pub(crate) struct Reservations {
     timers: Timers,
     next_seq: u64,
     held: usize,
-    /// A snapshot's capture in progress: slots' records as they were when
-    /// it began, for slots changed before the copy reached them.
-    capture: Option<Pending<Option<Reservation>>>,
+    /// A snapshot's capture in progress (see `RecordCapture`).
+    capture: Option<RecordCapture>,
 }
 
 impl Reservations {
@@ -170,35 +169,32 @@ impl Reservations {
         Some((key, real.then_some(slot)))
     }
 
-    /// Starts copying the slots that exist now (see `snapshot`).
-    pub fn begin_capture(&mut self) {
+    /// Starts imaging the records that exist now into `images` and
+    /// `lines` (see `RecordCapture`).
+    pub fn begin_capture(&mut self, images: Vec<ReservationImage>, lines: Vec<LineImage>) {
         assert!(self.capture.is_none(), "one capture at a time");
-        self.capture = Some(Pending::new(self.slab.len()));
+        self.capture = Some(RecordCapture::new(self.slab.len(), images, lines));
     }
 
-    /// Hands `each` the records of up to `budget` more slots, as they were
-    /// when the capture began, in slot order; true once every slot is done
-    /// (and when no capture is in progress).
-    pub fn capture_some(&mut self, budget: usize, mut each: impl FnMut(&Reservation)) -> bool {
-        let Some(capture) = &mut self.capture else { return true };
-        for at in capture.next_range(budget) {
-            match capture.take_saved(at) {
-                Some(saved) => saved.iter().for_each(&mut each),
-                None => self.slab[at].iter().for_each(&mut each),
-            }
+    /// Images up to `budget` more slots; once every slot is done, ends the
+    /// capture and hands back the images and their lines.
+    pub fn capture_some(&mut self, budget: usize) -> Option<(Vec<ReservationImage>, Vec<LineImage>)> {
+        let capture = self.capture.as_mut()?;
+        if !capture.copy_some(budget, &self.slab) {
+            return None;
         }
-        if capture.is_done() {
-            self.capture = None;
-        }
-        self.capture.is_none()
+        self.capture.take().map(RecordCapture::into_images)
     }
 
-    /// Copy-on-write: keeps the record of `slot` before it changes, if a
-    /// capture has yet to copy it.
+    pub fn is_capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Copy-on-write: images the record of `slot` as it is before it
+    /// changes, if a capture has yet to copy it.
     fn before_change(&mut self, slot: u32) {
         if let Some(capture) = &mut self.capture {
-            let slab = &self.slab;
-            capture.before_change(slot as usize, || slab[slot as usize].clone());
+            capture.before_change(slot as usize, self.slab[slot as usize].as_ref());
         }
     }
 

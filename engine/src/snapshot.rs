@@ -20,8 +20,9 @@
 //! paused the shard ~30 ms, enough to miss a 5 ms p99). The image is still
 //! the state as of the LSN where the capture began: SKU keys never change
 //! once added, SKUs and slots added later are left out, and an element
-//! changed before the copy reached it first leaves its old value in a
-//! `Pending` (copy-on-write: `ShardState::store_counts`, and
+//! changed before the copy reached it is copied first (copy-on-write): a
+//! SKU's counts into a `Pending` (`ShardState::store_counts`), a
+//! reservation straight into the image (`RecordCapture`, from
 //! `Reservations::{insert, remove, finish}`).
 
 use crate::command::ReservationState;
@@ -138,7 +139,8 @@ impl StateImage {
     }
 }
 
-/// Copy-on-write for an array copied front to back over several turns:
+/// Copy-on-write for an array copied front to back, in order, over several
+/// turns (a shard's SKU counts):
 /// elements in `cursor..end` are not copied yet, and one changed before the
 /// copy reaches it leaves its value from the capture's start in `saved`.
 /// A bit per element says whether it has one, so the copy asks the map
@@ -222,6 +224,65 @@ fn push_record_image(record: &Reservation, images: &mut Vec<ReservationImage>, l
     });
 }
 
+/// The capture of a shard's reservation slab, front to back over several
+/// turns: slots in `cursor..end` are not copied yet. A record about to
+/// change before the copy reaches it is imaged at once, as it still is,
+/// and its slot marked done, so that the copy skips it. Unlike `Pending`,
+/// nothing is set aside: a record is never cloned, and the image's arrays
+/// were touched ahead (measured: saving changed records in a map, its
+/// growth's page faults and copies, was a fifth of a busy shard's time
+/// while a snapshot of two million reservations was captured). The image
+/// therefore lists records in no particular order; nothing reads them in
+/// one (`StateImage::canonical` sorts them to compare images).
+pub(crate) struct RecordCapture {
+    cursor: usize,
+    end: usize,
+    /// A bit per slot below `end`: imaged (or empty) before the copy came.
+    done_bits: Vec<u64>,
+    images: Vec<ReservationImage>,
+    lines: Vec<LineImage>,
+}
+
+impl RecordCapture {
+    /// Imaging the first `end` slots (those that exist now) into `images`
+    /// and `lines` (emptied first).
+    pub(crate) fn new(end: usize, mut images: Vec<ReservationImage>, mut lines: Vec<LineImage>) -> RecordCapture {
+        images.clear();
+        lines.clear();
+        RecordCapture { cursor: 0, end, done_bits: vec![0; end.div_ceil(64)], images, lines }
+    }
+
+    fn is_done(&self, at: usize) -> bool {
+        self.done_bits[at / 64] & (1 << (at % 64)) != 0
+    }
+
+    /// Called before slot `at` changes; `record` is what it holds now.
+    pub(crate) fn before_change(&mut self, at: usize, record: Option<&Reservation>) {
+        if (self.cursor..self.end).contains(&at) && !self.is_done(at) {
+            self.done_bits[at / 64] |= 1 << (at % 64);
+            if let Some(record) = record {
+                push_record_image(record, &mut self.images, &mut self.lines);
+            }
+        }
+    }
+
+    /// Images up to `budget` more slots of `slab`; true once all are done.
+    pub(crate) fn copy_some(&mut self, budget: usize, slab: &[Option<Reservation>]) -> bool {
+        let range = self.cursor..self.cursor.saturating_add(budget).min(self.end);
+        self.cursor = range.end;
+        for at in range {
+            if let (false, Some(record)) = (self.is_done(at), &slab[at]) {
+                push_record_image(record, &mut self.images, &mut self.lines);
+            }
+        }
+        self.cursor == self.end
+    }
+
+    pub(crate) fn into_images(self) -> (Vec<ReservationImage>, Vec<LineImage>) {
+        (self.images, self.lines)
+    }
+}
+
 impl ShardState {
     /// Begins capturing the state as of `lsn` at `now_ms` into `image`
     /// (emptied first; its arrays grow if they lack room). The shard then
@@ -234,9 +295,8 @@ impl ShardState {
         image.key_bytes.clear();
         image.key_ends.clear();
         image.counts.clear();
-        image.reservations.clear();
-        image.lines.clear();
-        reservations.begin_capture();
+        let (images, lines) = (std::mem::take(&mut image.reservations), std::mem::take(&mut image.lines));
+        reservations.begin_capture(images, lines);
         *slot = Some(Capturing { image, counts: Pending::new(skus) });
     }
 
@@ -259,9 +319,10 @@ impl ShardState {
         for at in range {
             image.counts.push(capturing.counts.take_saved(at).unwrap_or(counts[at]));
         }
-        let (images, lines) = (&mut image.reservations, &mut image.lines);
-        let records_done = reservations.capture_some(budget, |record| push_record_image(record, images, lines));
-        if records_done && capturing.counts.is_done() {
+        if let Some((images, lines)) = reservations.capture_some(budget) {
+            (image.reservations, image.lines) = (images, lines);
+        }
+        if !reservations.is_capturing() && capturing.counts.is_done() {
             return slot.take().map(|capturing| capturing.image);
         }
         None
@@ -563,8 +624,9 @@ mod robustness {
 
     proptest! {
         /// A capture spread over turns, with commands applied between its
-        /// slices, gives exactly the image a capture at its start gives:
-        /// every change after the start is invisible to it.
+        /// slices, gives exactly the image a capture at its start gives
+        /// (up to the order of records): every change after the start is
+        /// invisible to it.
         #[test]
         fn a_capture_spread_over_turns_equals_a_capture_at_its_start(
             before in prop::collection::vec((0u8..6, 0usize..12, 1u32..4), 0..120),
@@ -586,7 +648,9 @@ mod robustness {
                 }
             }
             let captured = captured.or_else(|| state.continue_capture(usize::MAX)).expect("an unbounded slice finishes");
-            prop_assert_eq!(captured, expected);
+            // Records changed early are imaged first: the same records, in
+            // another order.
+            prop_assert_eq!(captured.canonical(), expected.canonical());
             prop_assert!(!state.is_capturing());
         }
 
