@@ -336,7 +336,9 @@ struct SnapshotWriter {
 /// rate, p99 5.3-5.9 → 4.2-4.8 ms uniform, 5.1-5.7 → 4.1-4.4 ms hot SKU;
 /// nice 19 measured the same as 10 within noise). 10, not 19:
 /// on a saturated machine a snapshot still gets about a tenth of a core's
-/// share, so the log between snapshots does not grow without bound.
+/// share, so the log between snapshots does not grow without bound. The
+/// thread also yields its core every `stockd_wal::BACKGROUND_YIELD_BYTES`
+/// of work, which nice alone does not make it do.
 pub const SNAPSHOT_THREAD_NICE: i32 = 10;
 
 impl SnapshotWriter {

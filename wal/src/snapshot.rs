@@ -80,7 +80,8 @@ pub fn write_snapshot_with(
 /// holds a snapshot's worth of dirty pages in front of the WAL's next
 /// fdatasync. No buffer of the whole payload exists (serializing a 200 MB
 /// payload into memory first cost its page faults and its free on every
-/// snapshot).
+/// snapshot). Serializing yields the core every
+/// `BACKGROUND_YIELD_BYTES`.
 struct PayloadWriter<'a> {
     file: &'a dyn StorageFile,
     temp: &'a Path,
@@ -115,7 +116,11 @@ impl io::Write for PayloadWriter<'_> {
             self.chunk.reserve_exact(SNAPSHOT_SYNC_CHUNK);
         }
         let taken = bytes.len().min(SNAPSHOT_SYNC_CHUNK - self.chunk.len());
+        let before = self.chunk.len();
         self.chunk.extend_from_slice(&bytes[..taken]);
+        if before / crate::BACKGROUND_YIELD_BYTES != self.chunk.len() / crate::BACKGROUND_YIELD_BYTES {
+            std::thread::yield_now();
+        }
         if self.chunk.len() == SNAPSHOT_SYNC_CHUNK {
             if let Err(error) = self.write_chunk(true) {
                 let message = error.to_string();
