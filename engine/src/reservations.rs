@@ -177,7 +177,8 @@ impl Reservations {
     }
 
     /// Images up to `budget` more slots; once every slot is done, ends the
-    /// capture and hands back the images and their lines.
+    /// capture and hands back the images and their lines. `None` while
+    /// slots remain, and when no capture is in progress.
     pub fn capture_some(&mut self, budget: usize) -> Option<(Vec<ReservationImage>, Vec<LineImage>)> {
         let capture = self.capture.as_mut()?;
         if !capture.copy_some(budget, &self.slab) {

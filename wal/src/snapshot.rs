@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 /// Bytes of snapshot written between two syncs of it.
 const SNAPSHOT_SYNC_CHUNK: usize = 1 << 20;
+// The yield check in `PayloadWriter::write` finds 64 KiB boundaries of a
+// chunk that restarts at 0.
+const _: () = assert!(SNAPSHOT_SYNC_CHUNK % crate::BACKGROUND_YIELD_BYTES == 0);
 
 /// A snapshot file found in a shard's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +83,9 @@ pub fn write_snapshot_with(
 /// holds a snapshot's worth of dirty pages in front of the WAL's next
 /// fdatasync. No buffer of the whole payload exists (serializing a 200 MB
 /// payload into memory first cost its page faults and its free on every
-/// snapshot). Serializing yields the core every
-/// `BACKGROUND_YIELD_BYTES`.
+/// snapshot). Serializing yields the core at each `BACKGROUND_YIELD_BYTES`
+/// boundary the chunk crosses (once per `write` call: a single large write,
+/// such as the SKU key arena, yields once for up to 1 MiB).
 struct PayloadWriter<'a> {
     file: &'a dyn StorageFile,
     temp: &'a Path,
