@@ -60,7 +60,7 @@ fn sku(i: u64) -> Sku {
 }
 
 fn writer(dir: &Path) -> LogWriter {
-    let options = LogOptions { shard: 0, segment_bytes_max: 64 << 20 };
+    let options = LogOptions { shard: 0, segment_bytes_max: 64 << 20, spare_segments: true };
     LogWriter::open(Arc::new(FsStorage), dir, options, LogTail::empty()).expect("a log")
 }
 

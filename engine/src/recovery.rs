@@ -91,7 +91,11 @@ impl Engine {
             if let Some(path) = &replay.report.discarded_segment {
                 stockd_wal::reader::discard(storage.as_ref(), path)?;
             }
-            let options = LogOptions { shard: shard as u16, segment_bytes_max: store.segment_bytes_max };
+            let options = LogOptions {
+                shard: shard as u16,
+                segment_bytes_max: store.segment_bytes_max,
+                spare_segments: store.spare_segments,
+            };
             let dir = shard_dir(&store.data_dir, shard);
             writers.push(LogWriter::open(Arc::clone(&storage), &dir, options, replay.tail.clone())?);
         }
@@ -347,7 +351,8 @@ mod tests {
             let dir = shard_dir(std::path::Path::new("/data"), 0);
             let replayed =
                 replay_shard(storage.as_ref(), std::path::Path::new("/data"), 0, &Default::default()).unwrap();
-            let options = LogOptions { shard: 0, segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN };
+            let options =
+                LogOptions { shard: 0, segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN, spare_segments: true };
             let mut writer = LogWriter::open(storage.clone(), &dir, options, replayed.tail).unwrap();
             let nobody = Command::Commit { id: crate::ReservationId::new("nobody").unwrap() };
             let bad_lsn = writer.append(|buffer| codec::encode(&nobody, 2_000, buffer));

@@ -42,6 +42,10 @@ pub struct StoreConfig {
     pub fsync: FsyncPolicy,
     pub segment_bytes_max: u64,
     pub snapshot_every_bytes: u64,
+    /// Make each shard's next segment ahead of need (see `stockd_wal::SpareSegment`):
+    /// faster fdatasyncs, at the price of writing every segment's zeros
+    /// (README.md, Known limitations).
+    pub spare_segments: bool,
     pub storage: Arc<dyn Storage>,
     /// Take an exclusive lock on the directory (real filesystems only).
     pub lock: bool,
@@ -55,6 +59,7 @@ impl StoreConfig {
             fsync: FsyncPolicy::Always,
             segment_bytes_max: SEGMENT_BYTES_DEFAULT,
             snapshot_every_bytes: SNAPSHOT_EVERY_BYTES_DEFAULT,
+            spare_segments: true,
             storage: Arc::new(FsStorage),
             lock: true,
         }

@@ -95,6 +95,7 @@ async fn recover(config: &Config) -> anyhow::Result<(Arc<Engine>, RecoveryReport
         fsync: config.fsync,
         segment_bytes_max: config.segment_bytes_max,
         snapshot_every_bytes: config.snapshot_every_bytes,
+        spare_segments: config.spare_segments,
         ..StoreConfig::new(&config.data_dir)
     };
     let (engine_config, data_dir) = (config.engine, config.data_dir.clone());

@@ -215,7 +215,7 @@ mod tests {
     }
 
     fn options() -> LogOptions {
-        LogOptions { shard: SHARD, segment_bytes_max: SEGMENT_BYTES_MIN }
+        LogOptions { shard: SHARD, segment_bytes_max: SEGMENT_BYTES_MIN, spare_segments: true }
     }
 
     fn payload(lsn: u64) -> Vec<u8> {
@@ -306,6 +306,23 @@ mod tests {
         assert!(writer.needs_spare() && !storage.exists(&spare_path));
         let (lsns, _) = read_all(storage.as_ref(), dir, 0);
         assert!(lsns.iter().copied().eq(1..=last), "{} records back", lsns.len());
+    }
+
+    /// `spare_segments: false`: no spare is ever made or asked for, and
+    /// rotations create their segments.
+    #[test]
+    fn without_spares_rotations_create_segments_and_the_log_reads_back() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let options = LogOptions { spare_segments: false, ..options() };
+        let mut writer = LogWriter::open(storage.clone(), dir, options, LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=3_000, true);
+        assert!(writer.counters().1 >= 3, "1 KiB records rotate 1 MiB segments");
+        assert!(!writer.needs_spare());
+        assert!(!storage.exists(&dir.join(SPARE_SEGMENT_NAME)));
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+        assert!(lsns.iter().copied().eq(1..=3_000), "{} records back", lsns.len());
+        assert_eq!(outcome.torn, None);
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 pub struct LogOptions {
     pub shard: u16,
     pub segment_bytes_max: u64,
+    /// Make each next segment ahead of need (`SpareSegment`); without,
+    /// every segment is created and preallocated when the log reaches it.
+    pub spare_segments: bool,
 }
 
 /// Where an existing log ends, as recovery found it (see `reader`).
@@ -243,7 +246,10 @@ impl LogWriter {
             }
             None => {
                 // A new log: its first segment is zero-filled too.
-                writer.spare = Some(SpareSegment::prepare(writer.storage.as_ref(), dir, options.segment_bytes_max)?);
+                if options.spare_segments {
+                    writer.spare =
+                        Some(SpareSegment::prepare(writer.storage.as_ref(), dir, options.segment_bytes_max)?);
+                }
                 writer.create_segment(writer.next_lsn)?
             }
         }
@@ -270,9 +276,10 @@ impl LogWriter {
         self.options
     }
 
-    /// Whether the writer has no spare segment for its next rotation.
+    /// Whether the writer uses spare segments and has none for its next
+    /// rotation.
     pub fn needs_spare(&self) -> bool {
-        self.spare.is_none()
+        self.options.spare_segments && self.spare.is_none()
     }
 
     /// Gives the writer the segment file its next rotation renames into
