@@ -323,6 +323,11 @@ mod tests {
         let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
         assert!(lsns.iter().copied().eq(1..=3_000), "{} records back", lsns.len());
         assert_eq!(outcome.torn, None);
+        // A spare left by a run with spares on is removed at open.
+        SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap();
+        drop(writer);
+        LogWriter::open(storage.clone(), dir, options, outcome.tail).unwrap();
+        assert!(!storage.exists(&dir.join(SPARE_SEGMENT_NAME)));
     }
 
     #[test]

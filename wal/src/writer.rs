@@ -217,6 +217,12 @@ impl LogWriter {
         if let Some(parent) = dir.parent() {
             storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
         }
+        let spare_path = dir.join(SPARE_SEGMENT_NAME);
+        if !options.spare_segments && storage.exists(&spare_path) {
+            // Left by a run with spares on: nothing will take it now.
+            crate::reclaim::remove_gradually(storage.as_ref(), dir, &[SPARE_SEGMENT_NAME.to_owned()])?;
+            storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
+        }
         let mut writer = LogWriter {
             storage,
             dir: dir.to_path_buf(),
