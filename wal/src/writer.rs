@@ -119,12 +119,7 @@ impl SpareSegment {
     }
 
     fn make(storage: &dyn Storage, dir: &Path, path: &Path, bytes: u64) -> Result<SpareSegment, WalError> {
-        if storage.exists(path) {
-            // Left by the last run, which held it when it stopped: removed
-            // gradually, as an unlink of it at once would stall the log.
-            crate::reclaim::remove_gradually(storage, dir, &[SPARE_SEGMENT_NAME.to_owned()])?;
-            storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
-        }
+        Self::remove_leftover(storage, dir)?;
         let file = storage.create(path).map_err(|e| WalError::io("create", path, e))?;
         file.set_len_allocated(bytes).map_err(|e| WalError::io("preallocate", path, e))?;
         let zeros = vec![0u8; SPARE_SYNC_STEP];
@@ -134,6 +129,17 @@ impl SpareSegment {
             file.sync_data().map_err(|e| WalError::io("fsync", path, e))?;
         }
         Ok(SpareSegment { path: path.to_path_buf(), bytes })
+    }
+
+    /// Removes the spare a run left in `dir` (it held one when it stopped),
+    /// if there is one: gradually, as an unlink of it at once would stall
+    /// the log's fdatasync.
+    fn remove_leftover(storage: &dyn Storage, dir: &Path) -> Result<(), WalError> {
+        if storage.exists(&dir.join(SPARE_SEGMENT_NAME)) {
+            crate::reclaim::remove_gradually(storage, dir, &[SPARE_SEGMENT_NAME.to_owned()])?;
+            storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
+        }
+        Ok(())
     }
 }
 
@@ -217,11 +223,9 @@ impl LogWriter {
         if let Some(parent) = dir.parent() {
             storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
         }
-        let spare_path = dir.join(SPARE_SEGMENT_NAME);
-        if !options.spare_segments && storage.exists(&spare_path) {
-            // Left by a run with spares on: nothing will take it now.
-            crate::reclaim::remove_gradually(storage.as_ref(), dir, &[SPARE_SEGMENT_NAME.to_owned()])?;
-            storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
+        if !options.spare_segments {
+            // One left by a run with spares on: nothing will take it now.
+            SpareSegment::remove_leftover(storage.as_ref(), dir)?;
         }
         let mut writer = LogWriter {
             storage,
