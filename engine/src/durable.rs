@@ -15,7 +15,9 @@
 //!
 //! The snapshot thread also makes each next segment of the log ahead of
 //! need (`SpareSegment`): the shard hands it to its writer, whose rotation
-//! then only renames it.
+//! then only renames it. When a snapshot is written, up to four segments it
+//! covers are set aside for reuse instead of removed; the writer takes those
+//! before its spare, and no spare is made while one waits.
 //!
 //! A failed write or sync is never retried: the shard's log is poisoned,
 //! every waiting and later request hears `storage_failed`, and the process
@@ -88,9 +90,10 @@ pub(crate) struct Logged {
     /// Images prepared for capture; one at most is asked for at a time.
     prepared: Receiver<StateImage>,
     preparing: bool,
-    /// Spare segments made by the snapshot thread; one is asked for at a
-    /// time (failing to make one is a storage failure of the shard).
-    spares: Receiver<SpareSegment>,
+    /// Spare segments made by the snapshot thread (none while recycled
+    /// segments wait); one is asked for at a time (failing to make one is a
+    /// storage failure of the shard).
+    spares: Receiver<Option<SpareSegment>>,
     spare_asked: bool,
     shard_count: usize,
 }
@@ -101,7 +104,8 @@ enum SnapshotTask {
     Prepare(ImageRoom),
     /// Serialize and write a captured image.
     Write(SnapshotJob),
-    /// Make a spare segment of this many bytes; hand it back.
+    /// Make a spare segment of this many bytes; hand it back (or none,
+    /// while recycled segments wait).
     PrepareSpare(u64),
 }
 
@@ -127,6 +131,8 @@ impl Logged {
             let run = move || run_syncer(job_inbox, target, fsync, failure, stats, snapshots, recycle);
             std::thread::Builder::new().name(format!("stockd-sync-{shard}")).spawn(run)
         };
+        let options = writer.options();
+        let recycle_bytes = options.spare_segments.then_some(options.segment_bytes_max);
         let snapshotter = {
             let writer = SnapshotWriter {
                 storage,
@@ -137,13 +143,14 @@ impl Logged {
                 in_flight: Arc::clone(&snapshot_in_flight),
                 last_bytes: Arc::clone(&last_snapshot_bytes),
                 retain_from_lsn,
+                recycle_bytes,
             };
             std::thread::Builder::new()
                 .name(format!("stockd-snap-{shard}"))
                 .spawn(move || writer.run(snapshot_inbox, prepare, spare))
         };
         let threads = vec![syncer.expect("the OS can start a thread"), snapshotter.expect("the OS can start a thread")];
-        let bytes_at_last_snapshot = writer.counters().0;
+        let bytes_at_last_snapshot = writer.counters().bytes_written;
         Logged {
             writer,
             jobs: Some(jobs),
@@ -167,7 +174,8 @@ impl Logged {
 
 impl Logged {
     /// Gives the writer the spare it asked for, once it is made, and asks
-    /// for the next one when the writer has used its own.
+    /// for the next one when the writer has used its own (and has no
+    /// recycled segment to take).
     fn keep_a_spare(&mut self) {
         if let Ok(spare) = self.spares.try_recv() {
             self.writer.set_spare(spare);
@@ -200,9 +208,10 @@ impl Durability for Logged {
         } else {
             None
         };
-        let (bytes, segments) = self.writer.counters();
-        self.stats.wal_bytes.store(bytes, Ordering::Relaxed);
-        self.stats.wal_segments_created.store(segments, Ordering::Relaxed);
+        let counters = self.writer.counters();
+        self.stats.wal_bytes.store(counters.bytes_written, Ordering::Relaxed);
+        self.stats.wal_segments_created.store(counters.segments_created, Ordering::Relaxed);
+        self.stats.wal_segments_recycled.store(counters.segments_recycled, Ordering::Relaxed);
         if let Some(rejection) = self.failure.rejection() {
             // Nothing of this batch may be acknowledged; earlier batches
             // still in the syncer's queue fail there the same way.
@@ -228,7 +237,7 @@ impl Durability for Logged {
     /// often and the pauses stay a small, constant share of time, while a
     /// restart still replays at most about twice the state's size.
     fn wants_snapshot(&self) -> bool {
-        let written = self.writer.counters().0 + self.writer.buffered_len() as u64;
+        let written = self.writer.counters().bytes_written + self.writer.buffered_len() as u64;
         let threshold = self.snapshot_every_bytes.max(2 * self.last_snapshot_bytes.load(Ordering::Relaxed));
         written - self.bytes_at_last_snapshot >= threshold
             && !self.snapshot_in_flight.load(Ordering::Relaxed)
@@ -240,7 +249,7 @@ impl Durability for Logged {
             let image = self.prepared.try_recv().ok()?;
             self.preparing = false;
             // The capture begins now: the log from here on is after it.
-            self.bytes_at_last_snapshot = self.writer.counters().0 + self.writer.buffered_len() as u64;
+            self.bytes_at_last_snapshot = self.writer.counters().bytes_written + self.writer.buffered_len() as u64;
             return Some(image);
         }
         let tasks = self.snapshot_tasks.as_ref().expect("snapshot tasks close only in close()");
@@ -327,6 +336,9 @@ struct SnapshotWriter {
     in_flight: Arc<AtomicBool>,
     last_bytes: Arc<AtomicU64>,
     retain_from_lsn: Arc<AtomicU64>,
+    /// The length of the log's segments when covered ones are kept for
+    /// reuse as spares (spares are on).
+    recycle_bytes: Option<u64>,
 }
 
 /// The snapshot thread's nice value. Its work (touching an image's pages,
@@ -342,7 +354,7 @@ struct SnapshotWriter {
 pub const SNAPSHOT_THREAD_NICE: i32 = 10;
 
 impl SnapshotWriter {
-    fn run(self, tasks: Receiver<SnapshotTask>, prepared: Sender<StateImage>, spares: Sender<SpareSegment>) {
+    fn run(self, tasks: Receiver<SnapshotTask>, prepared: Sender<StateImage>, spares: Sender<Option<SpareSegment>>) {
         // On Linux the nice value is per thread. Raising it needs no
         // privilege; if it fails anyway, snapshots just run at nice 0.
         let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), SNAPSHOT_THREAD_NICE);
@@ -383,6 +395,7 @@ impl SnapshotWriter {
                         storage,
                         &self.dir,
                         lsn.min(retain_from.saturating_sub(1)),
+                        self.recycle_bytes,
                     )
                 });
         match written {

@@ -78,10 +78,12 @@ pub struct ShardStats {
     pub timers_pending: AtomicU64,
     pub carts_pending: AtomicU64,
     /// Set by the log: records appended, bytes written, segments created
-    /// by this process, fsync latency, snapshots written and the last one's LSN.
+    /// by this process (and how many were recycled ones), fsync latency,
+    /// snapshots written and the last one's LSN.
     pub wal_records: AtomicU64,
     pub wal_bytes: AtomicU64,
     pub wal_segments_created: AtomicU64,
+    pub wal_segments_recycled: AtomicU64,
     pub fsync_us: Histogram,
     /// How long each slice of a snapshot's capture paused the shard (the
     /// copy is spread over turns, a slice per turn; the writing happens on

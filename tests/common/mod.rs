@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test file uses part of this module
 
 use std::collections::BTreeMap;
+use stockd_engine::limits::BATCH_REQUESTS_MAX;
 use stockd_engine::{
     CartLine, Engine, Rejection, Reply, Request, ReservationId, ReservationState, ReserveRequest, Sku,
 };
@@ -262,10 +263,13 @@ impl Knowledge {
 pub fn verify(engine: &Engine, knowledge: &Knowledge, context: &str) {
     futures::executor::block_on(engine.audit()).expect("every shard passes its audit");
     let ids: Vec<&String> = knowledge.carts.keys().collect();
-    let reads = ids.iter().map(|id| Request::GetReservation { id: ReservationId::new(id).unwrap() }).collect();
+    let outcomes = ids.chunks(BATCH_REQUESTS_MAX).flat_map(|chunk| {
+        let reads = chunk.iter().map(|id| Request::GetReservation { id: ReservationId::new(id).unwrap() }).collect();
+        engine.submit_batch_blocking(reads)
+    });
     let mut held = [0u64; SKUS];
     let mut sold = [0u64; SKUS];
-    for (id, outcome) in ids.iter().zip(engine.submit_batch_blocking(reads)) {
+    for (id, outcome) in ids.iter().zip(outcomes) {
         let known = &knowledge.carts[*id];
         let state = match outcome {
             Err(Rejection::UnknownReservation) => {

@@ -162,6 +162,7 @@ async fn every_endpoint_answers_its_documented_codes() {
         "stockd_holds_active",
         "stockd_holds_expired_total",
         "stockd_wal_bytes_total",
+        "stockd_wal_segments_recycled_total{shard=\"0\"}",
         "stockd_recovery_seconds",
     ] {
         assert!(metrics.contains(name), "metrics lack {name}");

@@ -10,15 +10,16 @@
 //! - `storage`: the file layer (`Storage`), and `FsStorage`, the real one.
 //! - `mem_storage`: a fault-injecting, crash-simulating `Storage` for tests.
 //! - `writer`: appending, group commit (`SyncPoint`), segment rotation,
-//!   spare segments made ahead.
-//! - `reader`: replaying a log, torn tails versus corruption, segment GC.
+//!   recycled segments and spare segments made ahead.
+//! - `reader`: replaying a log, torn tails versus corruption, segment GC
+//!   (covered segments removed or recycled).
 //! - `reclaim`: removing big files without stalling the live log's fsync.
 //! - `snapshot`: atomic snapshot files.
 //!
 //! Durability rules kept here: fsync before acknowledging (the caller runs
 //! the `SyncPoint` before it answers), fsync the directory on every file
-//! creation and rename that a reader must find (a spare segment's creation
-//! is made durable by the sync after its rename into a segment), never
+//! creation and rename that a reader must find (a spare or recycled
+//! segment becomes one by its rename, after its header is synced), never
 //! retry a failed fsync (the writer is poisoned), a checksum on every record
 //! and header.
 // One `unsafe` block, allowed where it stands: mapping files for reading
@@ -38,7 +39,7 @@ pub use reader::{list_segments, scan, ScanOutcome, SegmentFile};
 pub use snapshot::{list_snapshots, read_snapshot, write_snapshot_with, LoadedSnapshot, SnapshotFile};
 pub use storage::{AlignedBytes, FileBytes, FsStorage, Storage, StorageFile};
 pub use writer::{
-    LogOptions, LogTail, LogWriter, SpareSegment, SyncPoint, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN,
+    LogCounters, LogOptions, LogTail, LogWriter, SpareSegment, SyncPoint, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN,
     SPARE_SEGMENT_NAME,
 };
 

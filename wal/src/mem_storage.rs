@@ -7,7 +7,8 @@
 //!
 //! A power cut (`crash_with`) keeps the durable state and, as a real disk
 //! may, any subset of what was not yet durable: an unsynced directory entry
-//! may survive (with its durable contents, often none), and each 4 KiB page
+//! may survive (with its durable contents, often none; an unsynced rename
+//! that survives takes the file from its old name), and each 4 KiB page
 //! of unsynced data may or may not have reached the disk, independently of
 //! the others. `crash()` keeps nothing unsynced.
 //!
@@ -159,6 +160,9 @@ impl MemStorage {
         let mut survivors = state.durable.clone();
         for (path, file) in &state.visible {
             if !survivors.contains_key(path) && entry_survives(path) {
+                // A rename is atomic: a file that kept its new name lost
+                // its old one (the store never makes hard links).
+                survivors.retain(|_, other| !Arc::ptr_eq(other, file));
                 survivors.insert(path.clone(), Arc::clone(file));
             }
         }
@@ -377,6 +381,25 @@ mod tests {
         storage.crash();
         assert_eq!(&storage.read(&dir.join("a")).unwrap()[..], b"hello");
         assert!(!storage.exists(&dir.join("b")), "an entry never synced in its directory is gone");
+    }
+
+    /// An unsynced rename survives a power cut or not, but the file never
+    /// ends up under both names.
+    #[test]
+    fn a_rename_not_yet_synced_keeps_one_name_or_the_other() {
+        for survives in [false, true] {
+            let (storage, dir) = setup();
+            let file = storage.create(&dir.join("old")).unwrap();
+            file.write_at(0, b"bytes").unwrap();
+            file.sync_data().unwrap();
+            storage.sync_dir(&dir).unwrap();
+            storage.rename(&dir.join("old"), &dir.join("new")).unwrap();
+            storage.crash_with(|_| survives, |_, _| false);
+            assert_eq!(storage.exists(&dir.join("new")), survives);
+            assert_eq!(storage.exists(&dir.join("old")), !survives);
+            let name = if survives { "new" } else { "old" };
+            assert_eq!(&storage.read(&dir.join(name)).unwrap()[..], b"bytes");
+        }
     }
 
     #[test]

@@ -12,13 +12,19 @@
 //!   the file and offset.
 //! - The last segment may have an unreadable header if a crash hit while it
 //!   was being created (before any record could be acknowledged): it is
-//!   reported in `ScanOutcome::discarded` and removed by `discard`.
+//!   reported in `ScanOutcome::discarded` and removed by `discard`. Only a
+//!   new file can be such a segment (a reused one gets its header before
+//!   its name), so it holds no valid frame at all.
+//! - Bytes after a segment's records may be an older segment's (segments
+//!   are recycled, see `writer`): every write ends with an end marker, and
+//!   an older frame's LSN and synced LSN are below the segment's first LSN,
+//!   so it neither continues a log nor proves a bad frame was durable.
 
 use crate::format::{
     decode_segment_header, parse_segment_file_name, read_frame, Frame, RECORD_ALIGN, SEGMENT_HEADER_LEN,
 };
 use crate::storage::Storage;
-use crate::writer::LogTail;
+use crate::writer::{recycled_segment_name, recycled_segments, LogTail, RECYCLED_SEGMENTS_MAX};
 use crate::WalError;
 use std::path::{Path, PathBuf};
 
@@ -92,7 +98,7 @@ pub fn scan(
             Ok(header) => header,
             // Created but never given a header (the process died between
             // creating the file and syncing its header): no record was in it.
-            Err(_) if last && !durable_frame_after(&bytes, 0, 0) => {
+            Err(_) if last && !any_frame_after(&bytes, 0, |_, _| true) => {
                 outcome.discarded = Some(segment.path.clone());
                 break;
             }
@@ -138,7 +144,8 @@ pub fn scan(
                         Frame::Invalid(reason) => reason,
                         _ => "LSN out of sequence",
                     };
-                    if !last || durable_frame_after(&bytes, at + RECORD_ALIGN, next_lsn) {
+                    let durable_after = |_, synced_lsn| synced_lsn >= next_lsn;
+                    if !last || any_frame_after(&bytes, at + RECORD_ALIGN, durable_after) {
                         return Err(corrupt(
                             at as u64,
                             format!("{reason} (record {next_lsn}, which had been durable)"),
@@ -160,13 +167,13 @@ pub fn scan(
     Ok(outcome)
 }
 
-/// Whether a valid frame at a 16-aligned offset from `from` on was framed
-/// when record `lsn` was already durable (0: any valid frame counts).
-fn durable_frame_after(bytes: &[u8], from: usize, lsn: u64) -> bool {
+/// Whether a valid frame at a 16-aligned offset from `from` on has an LSN
+/// and synced LSN that `wanted` accepts.
+fn any_frame_after(bytes: &[u8], from: usize, wanted: impl Fn(u64, u64) -> bool) -> bool {
     let start = from.max(SEGMENT_HEADER_LEN).next_multiple_of(RECORD_ALIGN);
     (start..bytes.len())
         .step_by(RECORD_ALIGN)
-        .any(|at| matches!(read_frame(bytes, at), Frame::Record { synced_lsn, .. } if synced_lsn >= lsn))
+        .any(|at| matches!(read_frame(bytes, at), Frame::Record { lsn, synced_lsn, .. } if wanted(lsn, synced_lsn)))
 }
 
 /// Removes a segment whose creation never completed (see `ScanOutcome::discarded`).
@@ -177,16 +184,44 @@ pub fn discard(storage: &dyn Storage, path: &Path) -> Result<(), WalError> {
 }
 
 /// Deletes the segments whose every record is at or below `covered_lsn`
-/// (never the last segment, which the writer is using). Returns how many.
-pub fn remove_covered_segments(storage: &dyn Storage, dir: &Path, covered_lsn: u64) -> Result<usize, WalError> {
+/// (never the last segment, which the writer is using), and files a crash
+/// left half removed. With `recycle_bytes`, covered segments of that length
+/// are renamed for reuse instead, up to `RECYCLED_SEGMENTS_MAX` in the
+/// directory (`SpareSegment::prepare` takes them). Returns how many
+/// segments went.
+pub fn remove_covered_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    covered_lsn: u64,
+    recycle_bytes: Option<u64>,
+) -> Result<usize, WalError> {
     let segments = list_segments(storage, dir)?;
     // A segment's last record is the one before the next segment's first.
-    let covered = segments.windows(2).filter(|pair| pair[1].first_lsn - 1 <= covered_lsn).map(|pair| &pair[0]);
-    let covered: Vec<String> = covered.map(|segment| file_name(&segment.path)).collect();
+    let covered: Vec<&SegmentFile> =
+        segments.windows(2).filter(|pair| pair[1].first_lsn - 1 <= covered_lsn).map(|pair| &pair[0]).collect();
+    let mut recycle_room = match recycle_bytes {
+        Some(_) => RECYCLED_SEGMENTS_MAX.saturating_sub(recycled_segments(storage, dir)?.len()),
+        None => 0,
+    };
+    let mut doomed = Vec::new();
+    let mut renamed = false;
+    for segment in &covered {
+        let len = storage.len(&segment.path).map_err(|e| WalError::io("stat", &segment.path, e))?;
+        if recycle_room > 0 && Some(len) == recycle_bytes {
+            let to = dir.join(recycled_segment_name(segment.first_lsn));
+            storage.rename(&segment.path, &to).map_err(|e| WalError::io("rename", &segment.path, e))?;
+            recycle_room -= 1;
+            renamed = true;
+        } else {
+            doomed.push(file_name(&segment.path));
+        }
+    }
     let names = storage.list(dir).map_err(|e| WalError::io("list", dir, e))?;
-    let doomed: Vec<String> = covered.iter().chain(crate::reclaim::leftovers(&names)).cloned().collect();
+    doomed.extend(crate::reclaim::leftovers(&names).cloned());
     if !doomed.is_empty() {
         crate::reclaim::remove_gradually(storage, dir, &doomed)?;
+    }
+    if renamed || !doomed.is_empty() {
         storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
     }
     Ok(covered.len())
@@ -199,9 +234,10 @@ fn file_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{encode_segment_header, segment_file_name};
+    use crate::format::{encode_segment_header, segment_file_name, RECORD_HEADER_LEN};
     use crate::mem_storage::MemStorage;
     use crate::writer::{LogOptions, LogWriter, SpareSegment, SEGMENT_BYTES_MIN, SPARE_SEGMENT_NAME};
+    use std::ops::RangeInclusive;
     use std::sync::Arc;
 
     const SHARD: u16 = 2;
@@ -270,7 +306,7 @@ mod tests {
 
     /// A rotation renames the spare into place, and the log reads back
     /// through it; a spare nobody took is not a segment to readers, and the
-    /// next one replaces it.
+    /// next `prepare` hands it out again.
     #[test]
     fn rotations_take_the_spare_and_the_log_reads_back_through_it() {
         let storage = storage();
@@ -285,7 +321,7 @@ mod tests {
         assert!(writer.needs_spare(), "1,200 records of ~1 KiB rotate a 1 MiB segment");
         assert!(!storage.exists(&spare_path), "the rotation renamed the spare");
         write_records(&mut writer, 1_201..=3_000, true);
-        let segments_before_crash = writer.counters().1;
+        let segments_before_crash = writer.counters().segments_created;
         assert!(segments_before_crash >= 3, "one spare, then created segments");
         write_records(&mut writer, 3_001..=3_100, false);
         storage.crash();
@@ -297,7 +333,7 @@ mod tests {
         assert!(contiguous && (3_000..3_100).contains(&lsns.len()), "{} records back", lsns.len());
         assert!(outcome.segments as u64 >= segments_before_crash);
 
-        // The leftover spare is replaced by the next one.
+        // The leftover spare is taken by the next run.
         let spare = SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap();
         let last = outcome.tail.next_lsn + 1_900;
         let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail.clone()).unwrap();
@@ -317,17 +353,212 @@ mod tests {
         let options = LogOptions { spare_segments: false, ..options() };
         let mut writer = LogWriter::open(storage.clone(), dir, options, LogTail::empty()).unwrap();
         write_records(&mut writer, 1..=3_000, true);
-        assert!(writer.counters().1 >= 3, "1 KiB records rotate 1 MiB segments");
+        assert!(writer.counters().segments_created >= 3, "1 KiB records rotate 1 MiB segments");
         assert!(!writer.needs_spare());
         assert!(!storage.exists(&dir.join(SPARE_SEGMENT_NAME)));
         let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
         assert!(lsns.iter().copied().eq(1..=3_000), "{} records back", lsns.len());
         assert_eq!(outcome.torn, None);
-        // A spare left by a run with spares on is removed at open.
+        // The spare and recycled segments a run with spares on left are
+        // removed at open; covered segments are removed, not recycled.
         SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap();
+        storage.create(&dir.join(recycled_segment_name(1))).unwrap();
         drop(writer);
-        LogWriter::open(storage.clone(), dir, options, outcome.tail).unwrap();
+        let mut writer = LogWriter::open(storage.clone(), dir, options, outcome.tail).unwrap();
         assert!(!storage.exists(&dir.join(SPARE_SEGMENT_NAME)));
+        assert!(recycled_segments(storage.as_ref(), dir).unwrap().is_empty());
+        write_records(&mut writer, 3_001..=3_100, true);
+        assert!(remove_covered_segments(storage.as_ref(), dir, 3_100, None).unwrap() > 0);
+        assert!(recycled_segments(storage.as_ref(), dir).unwrap().is_empty());
+    }
+
+    /// Writes `lsns` in batches of 50, synced, giving the writer a spare
+    /// whenever it has none (as the engine's snapshot thread does).
+    fn write_with_spares(storage: &MemStorage, dir: &Path, writer: &mut LogWriter, lsns: RangeInclusive<u64>) {
+        for lsn in lsns {
+            writer.append(|buffer| buffer.extend_from_slice(&payload(lsn)));
+            if lsn % 50 == 0 {
+                writer.write().unwrap().sync().unwrap();
+            }
+            if writer.needs_spare() {
+                writer.set_spare(SpareSegment::prepare(storage, dir, SEGMENT_BYTES_MIN).unwrap());
+            }
+        }
+        writer.write().unwrap().sync().unwrap();
+    }
+
+    /// Whether a segment file holds bytes of an older segment after its
+    /// records and their end marker (it was a recycled file; a zero-filled
+    /// or fallocated one reads as zeros there).
+    fn holds_older_bytes(bytes: &[u8]) -> bool {
+        let mut at = SEGMENT_HEADER_LEN;
+        while let Frame::Record { next, .. } = read_frame(bytes, at) {
+            at = next;
+        }
+        bytes[(at + RECORD_HEADER_LEN).min(bytes.len())..].iter().any(|&byte| byte != 0)
+    }
+
+    /// Covered segments are set aside (up to the limit) and become the next
+    /// segments; the log reads back through them, and the older records
+    /// after each segment's own neither end nor break it.
+    #[test]
+    fn covered_segments_are_recycled_and_the_log_reads_back_through_them() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_with_spares(&storage, dir, &mut writer, 1..=8_000);
+        let segments = list_segments(storage.as_ref(), dir).unwrap();
+        assert!(segments.len() > RECYCLED_SEGMENTS_MAX + 2, "{} segments", segments.len());
+        let covered = segments[RECYCLED_SEGMENTS_MAX + 1].first_lsn - 1;
+        let removed = remove_covered_segments(storage.as_ref(), dir, covered, Some(SEGMENT_BYTES_MIN)).unwrap();
+        assert_eq!(removed, RECYCLED_SEGMENTS_MAX + 1);
+        assert_eq!(recycled_segments(storage.as_ref(), dir).unwrap().len(), RECYCLED_SEGMENTS_MAX, "one removed");
+        assert_eq!(list_segments(storage.as_ref(), dir).unwrap().len(), segments.len() - removed);
+        assert!(SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap().is_some(), "the one held");
+
+        // After the spare it holds, the writer's next segments are the
+        // recycled files, and no spare is made while one waits.
+        write_with_spares(&storage, dir, &mut writer, 8_001..=13_000);
+        assert!(writer.counters().segments_created as usize > RECYCLED_SEGMENTS_MAX + segments.len());
+        assert!(recycled_segments(storage.as_ref(), dir).unwrap().is_empty(), "all taken");
+        assert_eq!(writer.counters().segments_recycled, RECYCLED_SEGMENTS_MAX as u64);
+        let newest = list_segments(storage.as_ref(), dir).unwrap().pop().unwrap();
+        let bytes = storage.read(&newest.path).unwrap();
+        let older_records = any_frame_after(&bytes, 0, |lsn, _| lsn < newest.first_lsn);
+        assert!(older_records, "older records remain after the newest segment's own");
+
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, covered);
+        assert!(lsns.iter().copied().eq(covered + 1..=13_000), "{} records back", lsns.len());
+        assert_eq!((outcome.torn, outcome.discarded), (None, None));
+        drop(writer);
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
+        write_with_spares(&storage, dir, &mut writer, 13_001..=14_000);
+        assert_eq!(read_all(storage.as_ref(), dir, covered).0.last(), Some(&14_000));
+
+        // Damage a record in a segment that was recycled and is not the last.
+        let segments = list_segments(storage.as_ref(), dir).unwrap();
+        let (middle, bytes) = segments[..segments.len() - 1]
+            .iter()
+            .map(|segment| (segment, storage.read(&segment.path).unwrap()))
+            .find(|(_, bytes)| holds_older_bytes(bytes))
+            .expect("a recycled segment before the last");
+        let at = offset_of(&bytes, middle.first_lsn + 3);
+        storage.open(&middle.path).unwrap().write_at(at as u64 + 40, &[0xee]).unwrap();
+        let error = scan(storage.as_ref(), dir, SHARD, covered, |_, _| Ok(())).unwrap_err();
+        assert!(
+            matches!(&error, WalError::Corrupt { path, offset, .. } if *path == middle.path && *offset == at as u64)
+        );
+    }
+
+    /// A power cut in a recycled last segment: unsynced records may land
+    /// in part, between older records; recovery keeps exactly the synced
+    /// prefix and more, contiguous, and the log goes on from there.
+    #[test]
+    fn a_torn_tail_among_older_records_recovers_the_durable_prefix() {
+        for seed in 0..20u64 {
+            let storage = storage();
+            let dir = Path::new("/data/shard-02");
+            let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+            write_with_spares(&storage, dir, &mut writer, 1..=6_000);
+            let covered = list_segments(storage.as_ref(), dir).unwrap().last().unwrap().first_lsn - 1;
+            remove_covered_segments(storage.as_ref(), dir, covered, Some(SEGMENT_BYTES_MIN)).unwrap();
+            write_with_spares(&storage, dir, &mut writer, 6_001..=8_000);
+            let last = list_segments(storage.as_ref(), dir).unwrap().pop().unwrap();
+            assert!(holds_older_bytes(&storage.read(&last.path).unwrap()), "a recycled file");
+            for lsn in 8_001..=8_040 {
+                writer.append(|buffer| buffer.extend_from_slice(&payload(lsn)));
+            }
+            writer.write().unwrap();
+            let mut state = seed;
+            storage.crash_with(
+                |_| false,
+                |_, page| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(page as u64 | 1);
+                    state >> 63 == 0
+                },
+            );
+            let (lsns, outcome) = read_all(storage.as_ref(), dir, covered);
+            assert!(lsns.iter().copied().eq(covered + 1..=lsns.len() as u64 + covered), "seed {seed}: contiguous");
+            assert!((8_000..=8_040).contains(lsns.last().unwrap()), "seed {seed}: {:?}", lsns.last());
+            let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail.clone()).unwrap();
+            let next = outcome.tail.next_lsn;
+            write_with_spares(&storage, dir, &mut writer, next..=next + 100);
+            assert_eq!(read_all(storage.as_ref(), dir, covered).0.last(), Some(&(next + 100)), "seed {seed}");
+        }
+    }
+
+    /// A rotation takes a recycled segment before the spare, and gives it
+    /// its header before its name: a power cut anywhere in that rotation
+    /// (its header's sync or its directory's sync failing, the rename kept
+    /// or lost) loses no synced record and leaves a log that goes on.
+    #[test]
+    fn a_crash_while_a_recycled_segment_becomes_the_next_loses_nothing() {
+        for (failing_sync, rename_survives) in [(2, false), (2, true), (3, false), (3, true)] {
+            let case = format!("sync {failing_sync} fails, rename survives: {rename_survives}");
+            let storage = storage();
+            let dir = Path::new("/data/shard-02");
+            let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+            write_with_spares(&storage, dir, &mut writer, 1..=4_000);
+            drop(writer);
+            let covered = list_segments(storage.as_ref(), dir).unwrap().last().unwrap().first_lsn - 1;
+            remove_covered_segments(storage.as_ref(), dir, covered, Some(SEGMENT_BYTES_MIN)).unwrap();
+            let (_, outcome) = read_all(storage.as_ref(), dir, covered);
+            let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail.clone()).unwrap();
+            assert!(!writer.needs_spare(), "{case}: recycled segments wait");
+            // Fill the segment one synced record at a time up to the rotation.
+            let mut fill = outcome.tail.segment.as_ref().unwrap().1 as usize;
+            let mut lsn = outcome.tail.next_lsn;
+            loop {
+                let len = crate::format::record_len(payload(lsn).len());
+                writer.append(|buffer| buffer.extend_from_slice(&payload(lsn)));
+                if fill + len > SEGMENT_BYTES_MIN as usize {
+                    break;
+                }
+                fill += len;
+                writer.write().unwrap().sync().unwrap();
+                lsn += 1;
+            }
+            // This write rotates: the full segment's sync (1) succeeds, then
+            // the recycled file's header sync (2) or the directory's (3) fails.
+            storage.fail_sync_after(failing_sync);
+            assert!(writer.write().is_err(), "{case}");
+            drop(writer);
+            storage.crash_with(|_| rename_survives, |_, _| false);
+            let (lsns, outcome) = read_all(storage.as_ref(), dir, covered);
+            assert_eq!(lsns.last(), Some(&(lsn - 1)), "{case}");
+            assert_eq!((outcome.torn.clone(), outcome.discarded.clone()), (None, None), "{case}");
+            let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
+            write_with_spares(&storage, dir, &mut writer, lsn..=lsn + 2_000);
+            assert_eq!(read_all(storage.as_ref(), dir, covered).0.last(), Some(&(lsn + 2_000)), "{case}");
+        }
+    }
+
+    /// With recycled segments waiting, no spare is made and a rotation takes
+    /// the oldest of the log's segment length; others are removed at open.
+    #[test]
+    fn rotations_take_recycled_segments_before_the_spare() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        storage.create_dir_all(dir).unwrap();
+        let spare = SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap().unwrap();
+        let old = vec![0x5a; SEGMENT_BYTES_MIN as usize];
+        for (first_lsn, len) in [(1, old.len() / 2), (7, old.len()), (9, old.len())] {
+            storage.create(&dir.join(recycled_segment_name(first_lsn))).unwrap().write_at(0, &old[..len]).unwrap();
+        }
+        assert!(SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap().is_some(), "the spare");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        assert_eq!(recycled_segments(storage.as_ref(), dir).unwrap(), [recycled_segment_name(9)]);
+        writer.set_spare(Some(spare));
+        let first = storage.read(&dir.join(segment_file_name(1))).unwrap();
+        assert_eq!(&first[SEGMENT_HEADER_LEN + RECORD_HEADER_LEN..], &old[SEGMENT_HEADER_LEN + RECORD_HEADER_LEN..]);
+        write_records(&mut writer, 1..=1_200, true);
+        assert!(recycled_segments(storage.as_ref(), dir).unwrap().is_empty(), "the rotation took the other");
+        assert!(storage.exists(&dir.join(SPARE_SEGMENT_NAME)), "and kept the spare");
+        assert_eq!(writer.counters().segments_recycled, 2);
+        assert!(SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap().is_some());
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+        assert!(lsns.iter().copied().eq(1..=1_200));
+        assert_eq!(outcome.torn, None);
     }
 
     #[test]
@@ -425,10 +656,10 @@ mod tests {
         let before = list_segments(storage.as_ref(), dir).unwrap();
         assert!(before.len() >= 3);
         let covered = before[2].first_lsn - 1;
-        assert_eq!(remove_covered_segments(storage.as_ref(), dir, covered).unwrap(), 2);
+        assert_eq!(remove_covered_segments(storage.as_ref(), dir, covered, None).unwrap(), 2);
         let (lsns, _) = read_all(storage.as_ref(), dir, covered);
         assert_eq!(lsns.first(), Some(&(covered + 1)));
-        assert_eq!(remove_covered_segments(storage.as_ref(), dir, u64::MAX).unwrap(), before.len() - 3);
+        assert_eq!(remove_covered_segments(storage.as_ref(), dir, u64::MAX, None).unwrap(), before.len() - 3);
         assert_eq!(list_segments(storage.as_ref(), dir).unwrap().len(), 1);
     }
 

@@ -99,7 +99,7 @@ mod tests {
         let left = format!("{first}{REMOVING_SUFFIX}");
         assert_eq!(storage.list(&dir).unwrap(), vec![left]);
         assert!(list_segments(storage.as_ref(), &dir).unwrap().is_empty(), "a reader never sees it");
-        remove_covered_segments(storage.as_ref(), &dir, 0).unwrap();
+        remove_covered_segments(storage.as_ref(), &dir, 0, None).unwrap();
         assert!(storage.list(&dir).unwrap().is_empty());
     }
 }

@@ -2,24 +2,32 @@
 //! as the shard applies its batch (`append`); `write` puts the whole batch
 //! into the current segment with one positional write and returns the
 //! `SyncPoint` that makes it durable, which the caller runs on another
-//! thread (group commit, and the next batch is applied meanwhile).
+//! thread (group commit, and the next batch is applied meanwhile). Every
+//! write ends with an end marker (32 zero bytes, where the segment has room)
+//! that the next write overwrites, so a log read back ends at a clean `End`
+//! even in a file whose older bytes are not zeros (a recycled segment).
 //!
 //! Rotation: a batch that would overflow the segment is cut at a record
 //! boundary. The full segment is made durable *before* the new one gets any
 //! record, so a torn record can only ever be at the tail of the last
-//! segment. A new segment is made (from the spare, or preallocated), its
-//! header written and synced, and its directory entry synced, before
-//! records go in.
+//! segment. A new segment is made (from a recycled segment, the spare, or
+//! preallocated), its header and an end marker written and synced, and its
+//! directory entry synced, before records go in.
 //!
-//! Spare segments: a new segment is best made ahead of need, away from the
-//! writer's thread, by `SpareSegment::prepare`, which fills it with zeros.
-//! Writes into blocks that were already written let each `fdatasync` flush
-//! data only; in fallocated blocks it must also record that they now hold
-//! data (measured here: single-request HTTP holds +20 %, p50 -17 %). The
-//! writer renames its spare into place when it rotates, and creates a
-//! preallocated segment when it has none. A continued log's last segment
-//! is cut at its end and preallocated again at open, so the blocks past
-//! that end are fallocated until the next rotation.
+//! Spare segments: writes into blocks that were already written let each
+//! `fdatasync` flush data only; in fallocated blocks it must also record
+//! that they now hold data (measured here: single-request HTTP holds +20 %,
+//! p50 -17 %). So a rotation prefers a file whose blocks were all written:
+//! first a *recycled* segment (one the newest snapshot covers, renamed for
+//! reuse by `reader::remove_covered_segments`; only the writer takes them),
+//! then the *spare* (a file filled with zeros ahead of need, away from the
+//! writer's thread, by `SpareSegment::prepare`, which makes one only when
+//! no recycled segment is waiting), and only then a new preallocated file.
+//! A recycled or spare file gets its header and end marker, synced, before
+//! its rename to the segment's name (then the directory is synced), so a
+//! segment's name never shows an older or missing header. A continued
+//! log's last segment is cut at its end and preallocated again at open, so
+//! the blocks past that end are fallocated until the next rotation.
 //!
 //! Any failed write or sync poisons the writer: it refuses every later
 //! call. A failed fsync is never retried (the kernel may have dropped the
@@ -41,11 +49,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The name of a shard's spare segment (never a segment's name: readers
-/// ignore it, and a leftover one is replaced).
+/// ignore it, and one left by an earlier run is taken or replaced).
 pub const SPARE_SEGMENT_NAME: &str = "spare-segment.tmp";
+/// What a covered segment set aside for reuse is renamed to begin with
+/// (`recycled-segment-<its first LSN>.tmp`; readers ignore it too).
+pub const RECYCLED_SEGMENT_PREFIX: &str = "recycled-segment-";
+/// Covered segments kept for reuse at most, per log: the disk space a log
+/// keeps after its snapshot, in return for segments that need no zeros.
+pub const RECYCLED_SEGMENTS_MAX: usize = 4;
 /// Zeros written into a spare between two syncs of it, so the disk never
 /// holds a segment's worth of dirty pages in front of the log's next sync.
 const SPARE_SYNC_STEP: usize = 1 << 20;
+/// Written after every write's last record (an `End` frame to readers).
+const END_MARKER: [u8; RECORD_HEADER_LEN] = [0; RECORD_HEADER_LEN];
 
 /// Smallest segment size accepted (records must always fit).
 pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
@@ -58,6 +74,15 @@ pub struct LogOptions {
     /// Make each next segment ahead of need (`SpareSegment`); without,
     /// every segment is created and preallocated when the log reaches it.
     pub spare_segments: bool,
+}
+
+/// What a writer has done since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCounters {
+    pub bytes_written: u64,
+    /// Segments begun, and how many of them were recycled segments.
+    pub segments_created: u64,
+    pub segments_recycled: u64,
 }
 
 /// Where an existing log ends, as recovery found it (see `reader`).
@@ -92,9 +117,11 @@ pub struct LogWriter {
     /// Every record up to this LSN is durable (advanced by `SyncPoint::sync`).
     durable_lsn: Arc<AtomicU64>,
     gate: Arc<SyncGate>,
-    bytes_written: u64,
-    segments_created: u64,
+    counters: LogCounters,
     spare: Option<SpareSegment>,
+    /// Whether recycled segments may wait in the directory (false once a
+    /// rotation found none, until `set_spare(None)` says some came).
+    recycled_waiting: bool,
 }
 
 /// A zero-filled, synced segment file waiting to be the next segment.
@@ -106,20 +133,30 @@ pub struct SpareSegment {
 
 impl SpareSegment {
     /// Makes the spare for the log in `dir` whose segments are `bytes`
-    /// long, replacing a leftover one. Slow (it writes the whole file):
-    /// call it on a thread that answers nobody.
-    pub fn prepare(storage: &dyn Storage, dir: &Path, bytes: u64) -> Result<SpareSegment, WalError> {
+    /// long: the one an earlier run left, or a new file filled with zeros;
+    /// none while recycled segments wait there (the writer takes those
+    /// first). Slow (it may write the whole file): call it on a thread that
+    /// answers nobody.
+    pub fn prepare(storage: &dyn Storage, dir: &Path, bytes: u64) -> Result<Option<SpareSegment>, WalError> {
         let path = dir.join(SPARE_SEGMENT_NAME);
-        let made = Self::make(storage, dir, &path, bytes);
+        if storage.exists(&path) {
+            if storage.len(&path).map_err(|e| WalError::io("stat", &path, e))? == bytes {
+                return Ok(Some(SpareSegment { path, bytes }));
+            }
+            remove_gradually(storage, dir, vec![SPARE_SEGMENT_NAME.to_owned()])?;
+        }
+        if !recycled_segments(storage, dir)?.is_empty() {
+            return Ok(None);
+        }
+        let made = Self::zero_fill(storage, &path, bytes);
         if made.is_err() {
             // A partial spare would only take disk space.
             let _ = storage.remove(&path);
         }
-        made
+        made.map(Some)
     }
 
-    fn make(storage: &dyn Storage, dir: &Path, path: &Path, bytes: u64) -> Result<SpareSegment, WalError> {
-        Self::remove_leftover(storage, dir)?;
+    fn zero_fill(storage: &dyn Storage, path: &Path, bytes: u64) -> Result<SpareSegment, WalError> {
         let file = storage.create(path).map_err(|e| WalError::io("create", path, e))?;
         file.set_len_allocated(bytes).map_err(|e| WalError::io("preallocate", path, e))?;
         let zeros = vec![0u8; SPARE_SYNC_STEP];
@@ -130,17 +167,34 @@ impl SpareSegment {
         }
         Ok(SpareSegment { path: path.to_path_buf(), bytes })
     }
+}
 
-    /// Removes the spare a run left in `dir` (it held one when it stopped),
-    /// if there is one: gradually, as an unlink of it at once would stall
-    /// the log's fdatasync.
-    fn remove_leftover(storage: &dyn Storage, dir: &Path) -> Result<(), WalError> {
-        if storage.exists(&dir.join(SPARE_SEGMENT_NAME)) {
-            crate::reclaim::remove_gradually(storage, dir, &[SPARE_SEGMENT_NAME.to_owned()])?;
-            storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
-        }
-        Ok(())
+/// The names of the recycled segments in `dir`, oldest first.
+pub fn recycled_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<String>, WalError> {
+    let names = storage.list(dir).map_err(|e| WalError::io("list", dir, e))?;
+    let mut recycled: Vec<String> = names.into_iter().filter(|name| is_recycled_segment(name)).collect();
+    recycled.sort();
+    Ok(recycled)
+}
+
+/// The name a covered segment whose first LSN is `first_lsn` takes when it
+/// is set aside for reuse.
+pub fn recycled_segment_name(first_lsn: u64) -> String {
+    format!("{RECYCLED_SEGMENT_PREFIX}{first_lsn:020}.tmp")
+}
+
+fn is_recycled_segment(name: &str) -> bool {
+    name.starts_with(RECYCLED_SEGMENT_PREFIX) && name.ends_with(".tmp")
+}
+
+/// Removes `names` of `dir` gradually (an unlink of a segment-sized file
+/// at once would stall the log's fdatasync), then syncs `dir`.
+fn remove_gradually(storage: &dyn Storage, dir: &Path, names: Vec<String>) -> Result<(), WalError> {
+    if !names.is_empty() {
+        crate::reclaim::remove_gradually(storage, dir, &names)?;
+        storage.sync_dir(dir).map_err(|e| WalError::io("fsync directory", dir, e))?;
     }
+    Ok(())
 }
 
 /// Serialises every fsync of one log and remembers any failure.
@@ -223,10 +277,7 @@ impl LogWriter {
         if let Some(parent) = dir.parent() {
             storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
         }
-        if !options.spare_segments {
-            // One left by a run with spares on: nothing will take it now.
-            SpareSegment::remove_leftover(storage.as_ref(), dir)?;
-        }
+        let recycled_waiting = keep_reusable_files(storage.as_ref(), dir, options)?;
         let mut writer = LogWriter {
             storage,
             dir: dir.to_path_buf(),
@@ -239,9 +290,9 @@ impl LogWriter {
             next_lsn: tail.next_lsn,
             durable_lsn: Arc::new(AtomicU64::new(tail.next_lsn - 1)),
             gate: Arc::default(),
-            bytes_written: 0,
-            segments_created: 0,
+            counters: LogCounters::default(),
             spare: None,
+            recycled_waiting,
         };
         match tail.segment {
             Some((path, end)) => {
@@ -255,10 +306,10 @@ impl LogWriter {
                 writer.segment_end = end;
             }
             None => {
-                // A new log: its first segment is zero-filled too.
-                if options.spare_segments {
-                    writer.spare =
-                        Some(SpareSegment::prepare(writer.storage.as_ref(), dir, options.segment_bytes_max)?);
+                // A new log: its first segment is made like any other.
+                if writer.needs_spare() {
+                    let spare = SpareSegment::prepare(writer.storage.as_ref(), dir, options.segment_bytes_max)?;
+                    writer.set_spare(spare);
                 }
                 writer.create_segment(writer.next_lsn)?
             }
@@ -277,26 +328,32 @@ impl LogWriter {
         self.buffer.len()
     }
 
-    /// Total bytes written and segments created by this writer.
-    pub fn counters(&self) -> (u64, u64) {
-        (self.bytes_written, self.segments_created)
+    /// What this writer has done so far.
+    pub fn counters(&self) -> LogCounters {
+        self.counters
     }
 
     pub fn options(&self) -> LogOptions {
         self.options
     }
 
-    /// Whether the writer uses spare segments and has none for its next
-    /// rotation.
+    /// Whether the writer uses spare segments and has neither a spare nor,
+    /// as far as it knows, a recycled segment for its next rotation.
     pub fn needs_spare(&self) -> bool {
-        self.options.spare_segments && self.spare.is_none()
+        self.options.spare_segments && self.spare.is_none() && !self.recycled_waiting
     }
 
-    /// Gives the writer the segment file its next rotation renames into
-    /// place (made for `options().segment_bytes_max`).
-    pub fn set_spare(&mut self, spare: SpareSegment) {
-        assert_eq!(spare.bytes, self.options.segment_bytes_max, "a spare of this log's segment size");
-        self.spare = Some(spare);
+    /// Hands the writer what `SpareSegment::prepare` made for this log's
+    /// segment size: a spare, or none because recycled segments are waiting
+    /// (the next rotation looks for them).
+    pub fn set_spare(&mut self, spare: Option<SpareSegment>) {
+        match spare {
+            Some(spare) => {
+                assert_eq!(spare.bytes, self.options.segment_bytes_max, "a spare of this log's segment size");
+                self.spare = Some(spare);
+            }
+            None => self.recycled_waiting = true,
+        }
     }
 
     /// Frames one record whose payload `encode` appends to the buffer it is
@@ -352,42 +409,111 @@ impl LogWriter {
         Ok(SyncPoint { file, lsn: self.next_lsn - 1, durable_lsn, gate })
     }
 
+    /// Writes `buffer[from..to]` at the segment's end, followed by the end
+    /// marker where the segment has room (one write when the records are the
+    /// buffer's last, two at a cut).
     fn write_to_segment(&mut self, from: usize, to: usize) -> Result<(), WalError> {
         if from == to {
             return Ok(());
         }
-        let segment = self.segment.as_ref().expect("a writer always has a segment");
-        segment.write_at(self.segment_end, &self.buffer[from..to]).map_err(|e| WalError::io("write", &self.dir, e))?;
-        self.segment_end += (to - from) as u64;
-        self.bytes_written += (to - from) as u64;
+        let segment = Arc::clone(self.segment.as_ref().expect("a writer always has a segment"));
+        let records_end = self.segment_end + (to - from) as u64;
+        let room = self.options.segment_bytes_max.saturating_sub(records_end);
+        let marker = room.min(END_MARKER.len() as u64) as usize;
+        let written = if to == self.buffer.len() {
+            self.buffer.extend_from_slice(&END_MARKER[..marker]);
+            let written = segment.write_at(self.segment_end, &self.buffer[from..to + marker]);
+            self.buffer.resize(to, 0);
+            written
+        } else {
+            segment
+                .write_at(self.segment_end, &self.buffer[from..to])
+                .and_then(|()| segment.write_at(records_end, &END_MARKER[..marker]))
+        };
+        written.map_err(|e| WalError::io("write", &self.dir, e))?;
+        self.segment_end = records_end;
+        self.counters.bytes_written += (to - from) as u64;
         Ok(())
     }
 
-    /// Makes the segment starting at `first_lsn` from the spare, or creates
-    /// and preallocates it, then writes its header and names it durably.
+    /// Makes the segment starting at `first_lsn` from a recycled segment,
+    /// the spare, or a new preallocated file, with its header and an end
+    /// marker written and synced before it has the segment's name, and
+    /// names it durably.
     fn create_segment(&mut self, first_lsn: u64) -> Result<(), WalError> {
         let path = self.dir.join(segment_file_name(first_lsn));
-        let file = match self.spare.take() {
-            Some(spare) => {
-                self.storage.rename(&spare.path, &path).map_err(|e| WalError::io("rename", &spare.path, e))?;
-                self.storage.open(&path).map_err(|e| WalError::io("open", &path, e))?
+        // A recycled file holds older records after its header.
+        let mut start = [0u8; SEGMENT_HEADER_LEN + END_MARKER.len()];
+        start[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_segment_header(self.options.shard, first_lsn));
+        let reused = match self.take_recycled()? {
+            Some(recycled) => {
+                self.counters.segments_recycled += 1;
+                Some(recycled)
+            }
+            None => self.spare.take().map(|spare| spare.path),
+        };
+        let file = match reused {
+            Some(from) => {
+                let file = self.storage.open(&from).map_err(|e| WalError::io("open", &from, e))?;
+                file.write_at(0, &start).map_err(|e| WalError::io("write", &from, e))?;
+                self.gate.sync_file(file.as_ref()).map_err(|e| WalError::io("fsync", &from, e))?;
+                self.storage.rename(&from, &path).map_err(|e| WalError::io("rename", &from, e))?;
+                file
             }
             None => {
                 let file = self.storage.create(&path).map_err(|e| WalError::io("create", &path, e))?;
                 file.set_len_allocated(self.options.segment_bytes_max)
                     .map_err(|e| WalError::io("preallocate", &path, e))?;
+                file.write_at(0, &start).map_err(|e| WalError::io("write", &path, e))?;
+                self.gate.sync_file(file.as_ref()).map_err(|e| WalError::io("fsync", &path, e))?;
                 file
             }
         };
-        let header = encode_segment_header(self.options.shard, first_lsn);
-        file.write_at(0, &header).map_err(|e| WalError::io("write", &path, e))?;
-        self.gate.sync_file(file.as_ref()).map_err(|e| WalError::io("fsync", &path, e))?;
         self.gate
             .sync_dir(self.storage.as_ref(), &self.dir)
             .map_err(|e| WalError::io("fsync directory", &self.dir, e))?;
         self.segment = Some(file);
         self.segment_end = SEGMENT_HEADER_LEN as u64;
-        self.segments_created += 1;
+        self.counters.segments_created += 1;
         Ok(())
     }
+
+    /// The oldest recycled segment, if any may be waiting (the writer is the
+    /// only one that takes them; a snapshot may have added some since it
+    /// last looked).
+    fn take_recycled(&mut self) -> Result<Option<PathBuf>, WalError> {
+        if !self.options.spare_segments || !self.recycled_waiting && self.spare.is_some() {
+            return Ok(None);
+        }
+        let recycled = recycled_segments(self.storage.as_ref(), &self.dir)?;
+        self.recycled_waiting = recycled.len() > 1;
+        Ok(recycled.first().map(|name| self.dir.join(name)))
+    }
+}
+
+/// Tidies the files a log reuses as segments before a writer opens it, and
+/// says whether recycled segments wait. With spares off, the spare and the
+/// recycled segments an earlier run left are removed (nothing will take
+/// them); with spares on, recycled segments of another length (the segment
+/// size changed) are.
+fn keep_reusable_files(storage: &dyn Storage, dir: &Path, options: LogOptions) -> Result<bool, WalError> {
+    let recycled = recycled_segments(storage, dir)?;
+    if !options.spare_segments {
+        let mut names = recycled;
+        if storage.exists(&dir.join(SPARE_SEGMENT_NAME)) {
+            names.push(SPARE_SEGMENT_NAME.to_owned());
+        }
+        remove_gradually(storage, dir, names)?;
+        return Ok(false);
+    }
+    let mut other_length = Vec::new();
+    for name in &recycled {
+        let path = dir.join(name);
+        if storage.len(&path).map_err(|e| WalError::io("stat", &path, e))? != options.segment_bytes_max {
+            other_length.push(name.clone());
+        }
+    }
+    let waiting = recycled.len() > other_length.len();
+    remove_gradually(storage, dir, other_length)?;
+    Ok(waiting)
 }

@@ -155,6 +155,12 @@ impl prometheus_client::collector::Collector for EngineCollector {
             "WAL segments created",
             load(|s| &s.wal_segments_created),
         )?;
+        shard_counters(
+            &mut encoder,
+            "stockd_wal_segments_recycled",
+            "WAL segments made from a segment a snapshot covered (the others: from a zero-filled spare or a new file)",
+            load(|s| &s.wal_segments_recycled),
+        )?;
         shard_counters(&mut encoder, "stockd_snapshots", "Snapshots written", load(|s| &s.snapshots))?;
         let batch: Vec<_> = (0..stats.len()).map(|shard| (shard as u16, stats[shard].batch_len.read())).collect();
         shard_histograms(
