@@ -24,8 +24,11 @@
 //! 32      n   payload (16-aligned: an rkyv archive readable in place)
 //! 32+n    ..  zero padding to the next multiple of 16
 //! ```
-//! A segment is preallocated; a frame whose length field is 0 marks the end
-//! of its records. The synced LSN tells a torn tail from corruption: pages
+//! A segment file is allocated whole (preallocated, zero-filled, or an
+//! older segment recycled); a frame whose length field is 0 (the writer's
+//! end marker, or zeros) marks the end of its records, and an older
+//! segment's frames after it have LSNs below the segment's first. The
+//! synced LSN tells a torn tail from corruption: pages
 //! of an unsynced write may reach the disk in any order, so valid frames
 //! after a bad one prove corruption only if one of them was framed after
 //! the bad record was already durable.

@@ -187,8 +187,8 @@ pub fn discard(storage: &dyn Storage, path: &Path) -> Result<(), WalError> {
 /// (never the last segment, which the writer is using), and files a crash
 /// left half removed. With `recycle_bytes`, covered segments of that length
 /// are renamed for reuse instead, up to `RECYCLED_SEGMENTS_MAX` in the
-/// directory (`SpareSegment::prepare` takes them). Returns how many
-/// segments went.
+/// directory (the log's writer takes them as its next segments). Returns
+/// how many segments went.
 pub fn remove_covered_segments(
     storage: &dyn Storage,
     dir: &Path,
@@ -416,16 +416,22 @@ mod tests {
         assert_eq!(list_segments(storage.as_ref(), dir).unwrap().len(), segments.len() - removed);
         assert!(SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap().is_some(), "the one held");
 
-        // After the spare it holds, the writer's next segments are the
-        // recycled files, and no spare is made while one waits.
-        write_with_spares(&storage, dir, &mut writer, 8_001..=13_000);
-        assert!(writer.counters().segments_created as usize > RECYCLED_SEGMENTS_MAX + segments.len());
+        // The writer's next segments are the recycled files (before the
+        // spare it holds); the newest, partly written, still holds older
+        // records after its own.
+        let mut lsn = 8_000;
+        while writer.counters().segments_recycled < RECYCLED_SEGMENTS_MAX as u64 {
+            write_with_spares(&storage, dir, &mut writer, lsn + 1..=lsn + 50);
+            lsn += 50;
+        }
         assert!(recycled_segments(storage.as_ref(), dir).unwrap().is_empty(), "all taken");
-        assert_eq!(writer.counters().segments_recycled, RECYCLED_SEGMENTS_MAX as u64);
+        assert!(storage.exists(&dir.join(SPARE_SEGMENT_NAME)), "the spare kept for later");
         let newest = list_segments(storage.as_ref(), dir).unwrap().pop().unwrap();
         let bytes = storage.read(&newest.path).unwrap();
         let older_records = any_frame_after(&bytes, 0, |lsn, _| lsn < newest.first_lsn);
         assert!(older_records, "older records remain after the newest segment's own");
+        write_with_spares(&storage, dir, &mut writer, lsn + 1..=13_000);
+        assert_eq!(writer.counters().segments_recycled, RECYCLED_SEGMENTS_MAX as u64);
 
         let (lsns, outcome) = read_all(storage.as_ref(), dir, covered);
         assert!(lsns.iter().copied().eq(covered + 1..=13_000), "{} records back", lsns.len());
@@ -487,50 +493,90 @@ mod tests {
         }
     }
 
-    /// A rotation takes a recycled segment before the spare, and gives it
-    /// its header before its name: a power cut anywhere in that rotation
-    /// (its header's sync or its directory's sync failing, the rename kept
-    /// or lost) loses no synced record and leaves a log that goes on.
+    /// Fills the writer's segment with synced records up to the one whose
+    /// write rotates, which is appended but not written. Returns its LSN.
+    fn fill_segment(writer: &mut LogWriter, tail: &LogTail) -> u64 {
+        let mut fill = tail.segment.as_ref().unwrap().1 as usize;
+        let mut lsn = tail.next_lsn;
+        loop {
+            let len = crate::format::record_len(payload(lsn).len());
+            writer.append(|buffer| buffer.extend_from_slice(&payload(lsn)));
+            if fill + len > SEGMENT_BYTES_MIN as usize {
+                return lsn;
+            }
+            fill += len;
+            writer.write().unwrap().sync().unwrap();
+            lsn += 1;
+        }
+    }
+
+    /// A log of 4,000 records whose covered segments were recycled, and
+    /// where its records begin.
+    fn log_with_recycled_segments(storage: &Arc<MemStorage>, dir: &Path) -> u64 {
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_with_spares(storage, dir, &mut writer, 1..=4_000);
+        drop(writer);
+        let covered = list_segments(storage.as_ref(), dir).unwrap().last().unwrap().first_lsn - 1;
+        remove_covered_segments(storage.as_ref(), dir, covered, Some(SEGMENT_BYTES_MIN)).unwrap();
+        covered
+    }
+
+    /// A rotation takes a recycled segment before the spare: it syncs the
+    /// file's earlier rename (1), gives it its header (2) before its name
+    /// (3). A power cut with any of those syncs failing, the rename kept or
+    /// lost, loses no synced record and leaves a log that goes on, read
+    /// from its snapshot or from its oldest segment.
     #[test]
     fn a_crash_while_a_recycled_segment_becomes_the_next_loses_nothing() {
-        for (failing_sync, rename_survives) in [(2, false), (2, true), (3, false), (3, true)] {
-            let case = format!("sync {failing_sync} fails, rename survives: {rename_survives}");
+        for (failing_sync, rename_survives) in [(1, true), (2, true), (3, false), (3, true)] {
+            let case = format!("sync {failing_sync} of the rotation fails, rename survives: {rename_survives}");
             let storage = storage();
             let dir = Path::new("/data/shard-02");
-            let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
-            write_with_spares(&storage, dir, &mut writer, 1..=4_000);
-            drop(writer);
-            let covered = list_segments(storage.as_ref(), dir).unwrap().last().unwrap().first_lsn - 1;
-            remove_covered_segments(storage.as_ref(), dir, covered, Some(SEGMENT_BYTES_MIN)).unwrap();
+            let covered = log_with_recycled_segments(&storage, dir);
             let (_, outcome) = read_all(storage.as_ref(), dir, covered);
             let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail.clone()).unwrap();
             assert!(!writer.needs_spare(), "{case}: recycled segments wait");
-            // Fill the segment one synced record at a time up to the rotation.
-            let mut fill = outcome.tail.segment.as_ref().unwrap().1 as usize;
-            let mut lsn = outcome.tail.next_lsn;
-            loop {
-                let len = crate::format::record_len(payload(lsn).len());
-                writer.append(|buffer| buffer.extend_from_slice(&payload(lsn)));
-                if fill + len > SEGMENT_BYTES_MIN as usize {
-                    break;
-                }
-                fill += len;
-                writer.write().unwrap().sync().unwrap();
-                lsn += 1;
-            }
-            // This write rotates: the full segment's sync (1) succeeds, then
-            // the recycled file's header sync (2) or the directory's (3) fails.
-            storage.fail_sync_after(failing_sync);
+            let lsn = fill_segment(&mut writer, &outcome.tail);
+            // The rotation's first sync is the full segment's.
+            storage.fail_sync_after(failing_sync + 1);
             assert!(writer.write().is_err(), "{case}");
             drop(writer);
             storage.crash_with(|_| rename_survives, |_, _| false);
             let (lsns, outcome) = read_all(storage.as_ref(), dir, covered);
             assert_eq!(lsns.last(), Some(&(lsn - 1)), "{case}");
             assert_eq!((outcome.torn.clone(), outcome.discarded.clone()), (None, None), "{case}");
+            let oldest = list_segments(storage.as_ref(), dir).unwrap()[0].first_lsn;
+            assert_eq!(read_all(storage.as_ref(), dir, oldest - 1).0.last(), Some(&(lsn - 1)), "{case}");
             let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
             write_with_spares(&storage, dir, &mut writer, lsn..=lsn + 2_000);
             assert_eq!(read_all(storage.as_ref(), dir, covered).0.last(), Some(&(lsn + 2_000)), "{case}");
         }
+    }
+
+    /// The snapshot thread renamed a covered segment for reuse and had not
+    /// synced the directory yet when the writer took it: a power cut then
+    /// must not leave the old segment name on a file with the new header
+    /// (readers from the oldest segment, `wal inspect`, would refuse it).
+    #[test]
+    fn a_recycled_segment_renamed_but_not_yet_synced_never_keeps_its_old_name() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_with_spares(&storage, dir, &mut writer, 1..=4_000);
+        drop(writer);
+        let (_, outcome) = read_all(storage.as_ref(), dir, 0);
+        let oldest = list_segments(storage.as_ref(), dir).unwrap().remove(0);
+        storage.rename(&oldest.path, &dir.join(recycled_segment_name(oldest.first_lsn))).unwrap();
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail.clone()).unwrap();
+        let lsn = fill_segment(&mut writer, &outcome.tail);
+        storage.fail_sync_after(4); // the rotation's last: the new name's
+        assert!(writer.write().is_err());
+        drop(writer);
+        storage.crash_with(|_| false, |_, _| false);
+        assert!(!storage.exists(&oldest.path), "the rename away from it was made durable");
+        let first = list_segments(storage.as_ref(), dir).unwrap()[0].first_lsn;
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, first - 1);
+        assert_eq!((lsns.last(), outcome.torn), (Some(&(lsn - 1)), None));
     }
 
     /// With recycled segments waiting, no spare is made and a rotation takes
@@ -556,8 +602,14 @@ mod tests {
         assert!(storage.exists(&dir.join(SPARE_SEGMENT_NAME)), "and kept the spare");
         assert_eq!(writer.counters().segments_recycled, 2);
         assert!(SpareSegment::prepare(storage.as_ref(), dir, SEGMENT_BYTES_MIN).unwrap().is_some());
+        // One recycled after the writer was handed its spare: taken first too.
+        storage.create(&dir.join(recycled_segment_name(11))).unwrap().write_at(0, &old).unwrap();
+        write_records(&mut writer, 1_201..=2_400, true);
+        assert!(recycled_segments(storage.as_ref(), dir).unwrap().is_empty());
+        assert!(storage.exists(&dir.join(SPARE_SEGMENT_NAME)), "the spare still kept");
+        assert_eq!(writer.counters().segments_recycled, 3);
         let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
-        assert!(lsns.iter().copied().eq(1..=1_200));
+        assert!(lsns.iter().copied().eq(1..=2_400));
         assert_eq!(outcome.torn, None);
     }
 

@@ -25,7 +25,9 @@
 //! no recycled segment is waiting), and only then a new preallocated file.
 //! A recycled or spare file gets its header and end marker, synced, before
 //! its rename to the segment's name (then the directory is synced), so a
-//! segment's name never shows an older or missing header. A continued
+//! segment's name never shows an older or missing header; a recycled file's
+//! own rename away from its old segment name is made durable first (one
+//! more directory sync), so that name never shows a newer header either. A continued
 //! log's last segment is cut at its end and preallocated again at open, so
 //! the blocks past that end are fallocated until the next rotation.
 //!
@@ -119,8 +121,9 @@ pub struct LogWriter {
     gate: Arc<SyncGate>,
     counters: LogCounters,
     spare: Option<SpareSegment>,
-    /// Whether recycled segments may wait in the directory (false once a
-    /// rotation found none, until `set_spare(None)` says some came).
+    /// Whether recycled segments wait in the directory, as far as the
+    /// writer knows (it looks at every rotation; `set_spare(None)` says
+    /// some came since).
     recycled_waiting: bool,
 }
 
@@ -447,6 +450,13 @@ impl LogWriter {
         start[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_segment_header(self.options.shard, first_lsn));
         let reused = match self.take_recycled()? {
             Some(recycled) => {
+                // Its rename from a segment's name (by the snapshot thread)
+                // must be durable before it gets a newer header: a power
+                // cut could otherwise leave that older name on a file whose
+                // header names another segment.
+                self.gate
+                    .sync_dir(self.storage.as_ref(), &self.dir)
+                    .map_err(|e| WalError::io("fsync directory", &self.dir, e))?;
                 self.counters.segments_recycled += 1;
                 Some(recycled)
             }
@@ -478,11 +488,11 @@ impl LogWriter {
         Ok(())
     }
 
-    /// The oldest recycled segment, if any may be waiting (the writer is the
-    /// only one that takes them; a snapshot may have added some since it
-    /// last looked).
+    /// The oldest recycled segment, if any waits (the writer is the only
+    /// one that takes them; a snapshot may have added some since it last
+    /// looked, so it looks at every rotation).
     fn take_recycled(&mut self) -> Result<Option<PathBuf>, WalError> {
-        if !self.options.spare_segments || !self.recycled_waiting && self.spare.is_some() {
+        if !self.options.spare_segments {
             return Ok(None);
         }
         let recycled = recycled_segments(self.storage.as_ref(), &self.dir)?;
