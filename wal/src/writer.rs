@@ -27,9 +27,10 @@
 //! its rename to the segment's name (then the directory is synced), so a
 //! segment's name never shows an older or missing header; a recycled file's
 //! own rename away from its old segment name is made durable first (one
-//! more directory sync), so that name never shows a newer header either. A continued
-//! log's last segment is cut at its end and preallocated again at open, so
-//! the blocks past that end are fallocated until the next rotation.
+//! more directory sync), so that name never shows a newer header either.
+//! A continued log's last segment is cut at its end and preallocated again
+//! at open, so the blocks past that end are fallocated until the next
+//! rotation.
 //!
 //! Any failed write or sync poisons the writer: it refuses every later
 //! call. A failed fsync is never retried (the kernel may have dropped the
@@ -280,7 +281,7 @@ impl LogWriter {
         if let Some(parent) = dir.parent() {
             storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
         }
-        let recycled_waiting = keep_reusable_files(storage.as_ref(), dir, options)?;
+        let recycled_waiting = tidy_reusable_files(storage.as_ref(), dir, options)?;
         let mut writer = LogWriter {
             storage,
             dir: dir.to_path_buf(),
@@ -506,7 +507,7 @@ impl LogWriter {
 /// recycled segments an earlier run left are removed (nothing will take
 /// them); with spares on, recycled segments of another length (the segment
 /// size changed) are.
-fn keep_reusable_files(storage: &dyn Storage, dir: &Path, options: LogOptions) -> Result<bool, WalError> {
+fn tidy_reusable_files(storage: &dyn Storage, dir: &Path, options: LogOptions) -> Result<bool, WalError> {
     let recycled = recycled_segments(storage, dir)?;
     if !options.spare_segments {
         let mut names = recycled;
