@@ -20,7 +20,7 @@ use axum::Json;
 use stockd_engine::{Outcome, Request, Sku};
 
 /// How to answer an op once the engine has.
-enum Answer {
+pub enum Answer {
     Sku(Sku),
     Reserve { id: String, lines: Vec<LineBody> },
     Decision,
@@ -71,8 +71,9 @@ pub async fn batch(
     Ok(Json(BatchResults { results: results.into_iter().map(|result| result.expect("every op answered")).collect() }))
 }
 
-/// Parses, authorises and validates one op.
-fn plan(text: &str, role: Role) -> Result<(Request, Answer), ApiError> {
+/// Parses, authorises and validates one op (public for the `api_bodies`
+/// fuzz target).
+pub fn plan(text: &str, role: Role) -> Result<(Request, Answer), ApiError> {
     let op: BatchOp = match serde_json::from_str(text) {
         Ok(op) => op,
         Err(error) => {
