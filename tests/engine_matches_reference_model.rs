@@ -6,13 +6,15 @@
 //! published count must equal the model's.
 //!
 //! A cart spanning shards expires everywhere when its home expires (the
-//! home shard tells the others; parts never expire on their own).
+//! home shard tells the others; parts never expire on their own), and is
+//! remembered at least `CART_RETENTION_MS_MIN` after its deadline.
 //!
 //! `STOCKD_MODEL_CASES` raises the number of sequences (default 2000).
 
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use stockd_engine::limits::CART_RETENTION_MS_MIN;
 use stockd_engine::{
     CartLine, Engine, EngineConfig, Hold, ManualClock, Outcome, Rejection, Reply, Request, ReservationId,
     ReservationState, ReservationView, ReserveRequest, Sku, SkuCounts,
@@ -61,6 +63,8 @@ fn single_op() -> impl Strategy<Value = Op> {
         1 => (0..SKUS).prop_map(|sku| Op::GetSku { sku }),
         1 => (0..IDS).prop_map(|id| Op::GetReservation { id }),
         2 => (0..2_500u64).prop_map(|ms| Op::Advance { ms }),
+        // Past a cart's retention floor, so that carts are forgotten too.
+        1 => Just(Op::Advance { ms: CART_RETENTION_MS_MIN }),
     ]
 }
 
@@ -103,6 +107,8 @@ struct ModelLine {
 struct ModelReservation {
     lines: Vec<ModelLine>,
     expires_at_ms: u64,
+    /// How long it is remembered after its deadline.
+    retention_ms: u64,
     state: ReservationState,
 }
 
@@ -110,6 +116,10 @@ struct Model {
     now_ms: u64,
     skus: BTreeMap<usize, SkuCounts>,
     reservations: BTreeMap<usize, ModelReservation>,
+    /// The engine's routing: the home shard of each id, the shard of each
+    /// SKU (a cart with a line away from home is remembered longer).
+    home_of_id: Vec<usize>,
+    shard_of_sku: Vec<usize>,
 }
 
 impl Model {
@@ -124,7 +134,7 @@ impl Model {
             }
         }
         self.reservations.retain(|_, reservation| {
-            reservation.state == ReservationState::Held || reservation.expires_at_ms + RETENTION_MS > now_ms
+            reservation.state == ReservationState::Held || reservation.expires_at_ms + reservation.retention_ms > now_ms
         });
     }
 
@@ -232,14 +242,17 @@ impl Model {
             return Expected::OneOf(failures);
         }
         let expires_at_ms = self.now_ms + ttl_ms;
-        let lines = lines
+        let lines: Vec<ModelLine> = lines
             .iter()
             .map(|&(s, qty)| {
                 self.skus.get_mut(&s).unwrap().reserved += u64::from(qty);
                 ModelLine { sku: s, qty }
             })
             .collect();
-        self.reservations.insert(i, ModelReservation { lines, expires_at_ms, state: ReservationState::Held });
+        let spans_shards = lines.iter().any(|line| self.shard_of_sku[line.sku] != self.home_of_id[i]);
+        let retention_ms = if spans_shards { RETENTION_MS.max(CART_RETENTION_MS_MIN) } else { RETENTION_MS };
+        let reservation = ModelReservation { lines, expires_at_ms, retention_ms, state: ReservationState::Held };
+        self.reservations.insert(i, reservation);
         Expected::Exactly(Ok(Reply::Held(Hold { expires_at_ms, replayed: false })))
     }
 
@@ -282,7 +295,13 @@ fn run(ops: &[Op]) {
         ..EngineConfig::default()
     };
     let engine = Engine::start(config, clock.clone());
-    let mut model = Model { now_ms: 1_000_000, skus: BTreeMap::new(), reservations: BTreeMap::new() };
+    let mut model = Model {
+        now_ms: 1_000_000,
+        skus: BTreeMap::new(),
+        reservations: BTreeMap::new(),
+        home_of_id: (0..IDS).map(|i| usize::from(engine.home_of(&id(i)))).collect(),
+        shard_of_sku: (0..SKUS).map(|s| engine.shard_of_sku(sku(s).as_str())).collect(),
+    };
     for op in ops {
         match op {
             Op::Advance { ms } => {

@@ -20,6 +20,10 @@
 //! caller only when every part has settled: whoever hears an answer can
 //! read it on every shard.
 //!
+//! Home remembers a cart's decision at least `CART_RETENTION_MS_MIN` past
+//! its deadline, however short the retention, so that a part still waiting
+//! for the decision when a crash comes finds it at recovery.
+//!
 //! One attempt per id is in flight at a time; later attempts queue behind it
 //! and are evaluated afresh when it ends. A crash mid-protocol leaves held
 //! parts without a home part: recovery aborts them, and finishes decisions
@@ -33,7 +37,7 @@
 
 use crate::command::{CartLine, Command, PartOutcome, PartReply, ReservationState, ReservePart};
 use crate::ids::ReservationId;
-use crate::limits::CART_QUEUE_LEN_MAX;
+use crate::limits::{CART_QUEUE_LEN_MAX, CART_RETENTION_MS_MIN};
 use crate::rejection::Rejection;
 use crate::shard::{PeerMessage, Turn, Waiter};
 use crate::state::Notice;
@@ -168,6 +172,8 @@ impl Carts {
         let CartRequest { id, fingerprint, home_lines, away, ttl_ms, participants } = request;
         let mut home_part = turn.resolve_part(id.clone(), fingerprint, home_lines, ttl_ms);
         home_part.participants = participants;
+        home_part.forget_at_ms =
+            home_part.forget_at_ms.max(home_part.expires_at_ms.saturating_add(CART_RETENTION_MS_MIN));
         let mut awaiting = 0u64;
         for (shard, lines) in away {
             awaiting |= 1 << shard;

@@ -21,6 +21,13 @@ pub const TTL_MS_DEFAULT: u64 = 15 * 60 * 1_000;
 /// How long a finished reservation is remembered after its deadline, so that
 /// retries still dedupe.
 pub const RETENTION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1_000;
+/// The least time a cross-shard cart is remembered after its deadline,
+/// whatever the retention: its parts hear home's decision only after home
+/// logged it, and a recovery that finds a part still held finishes it from
+/// home's record. Home must not forget the cart first (with a 1 ms
+/// retention it could, and recovery would then abort a part of a sold
+/// cart). Ten minutes covers any stall of a live process short of a hang.
+pub const CART_RETENTION_MS_MIN: u64 = 10 * 60 * 1_000;
 /// Cross-shard carts a home shard holds in progress at once; beyond this a
 /// new one is refused as `busy`.
 pub const PENDING_CARTS_MAX_DEFAULT: usize = 16_384;
