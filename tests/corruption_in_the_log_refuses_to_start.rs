@@ -73,6 +73,15 @@ fn a_flipped_byte_in_a_middle_record_refuses_to_start_and_names_the_offset() {
     assert!(
         matches!(&checks[0].error, Some(StoreError::Wal(WalError::Corrupt { offset, .. })) if *offset == damaged as u64)
     );
+
+    // The runbook's salvage: everything before the damaged record (LSN 8)
+    // into a new directory, which starts and serves it.
+    let salvaged = dir.path().join("salvaged");
+    let stopped = tools::replay_into(&FsStorage, dir.path(), &salvaged, tools::ReplayBound::Lsn(7)).unwrap();
+    assert_eq!(stopped, [7]);
+    let engine = open(&salvaged).expect("the salvaged directory starts");
+    let kept: Vec<bool> = (0..20).map(|i| engine.read_view().get(&format!("sku-{i}")).is_some()).collect();
+    assert_eq!(kept, (0..20).map(|i| i < 7).collect::<Vec<_>>(), "exactly the records before the damage");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use crate::engine::{Engine, EngineConfig, StoreHandles};
 use crate::snapshot;
 use crate::state::{Batch, ShardConfig, ShardState, WARM_WINDOW};
 use crate::store::{prepare_layout, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -204,7 +205,7 @@ pub(crate) fn replay_shard(
             if window.len() == WARM_WINDOW {
                 apply_window(&mut batch, &mut window)?;
             }
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         });
         if scanned.is_ok() {
             // The last, partial window. A divergence is kept in `diverged`,

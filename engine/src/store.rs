@@ -81,6 +81,12 @@ pub enum StoreError {
     Snapshot { path: PathBuf, reason: String },
     #[error("replay of shard {shard} diverged at LSN {lsn}: {reason}")]
     Replay { shard: u16, lsn: u64, reason: String },
+    #[error(
+        "{} has {shards} shards, each numbering its own LSNs: a cut at one LSN would split carts that span \
+         shards; cut by time (--until-time), which is the same moment on every shard",
+        path.display()
+    )]
+    LsnCutAcrossShards { path: PathBuf, shards: usize },
 }
 
 pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {

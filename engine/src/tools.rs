@@ -11,6 +11,7 @@ use crate::recovery::{replay_shard, RecoveryProgress, ShardRecovery};
 use crate::snapshot::StateImage;
 use crate::state::{ShardConfig, ShardState};
 use crate::store::{recorded_shards, shard_dir, write_manifest, StoreError};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use stockd_wal::{list_segments, list_snapshots, read_snapshot, scan, Storage, WalError};
 
@@ -96,7 +97,7 @@ pub fn read_log(
     Ok(scan(storage, &dir, shard, after_lsn.max(oldest), |lsn, payload| {
         let (now_ms, command) = codec::decode(payload)?;
         each(LoggedRecord { shard, lsn, now_ms, command });
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?)
 }
 
@@ -127,9 +128,16 @@ pub enum ReplayBound {
 }
 
 /// Replays `source` up to `bound` into the new directory `target`, as one
-/// snapshot per shard with an empty log after it. Starting a server on
-/// `target` then reconciles any cart the cut split across shards. Returns,
-/// per shard, the LSN it stopped at.
+/// snapshot per shard with an empty log after it. Returns, per shard, the
+/// LSN it stopped at.
+///
+/// A cut by time is consistent: a cart's parts are held before its home
+/// part and decided after it, so (on a wall clock that never stepped back)
+/// a time that keeps home's hold keeps every part's, and starting a server
+/// on `target` finishes any decision the cut left half heard. A cut by LSN is refused when there is more than one
+/// shard: each shard numbers its own records, so one LSN is a different
+/// moment on each, and could keep a home hold without its parts (a server
+/// started there would stop at the cart's next step).
 pub fn replay_into(
     storage: &dyn Storage,
     source: &Path,
@@ -137,6 +145,9 @@ pub fn replay_into(
     bound: ReplayBound,
 ) -> Result<Vec<u64>, StoreError> {
     let shards = shard_count(storage, source)?;
+    if matches!(bound, ReplayBound::Lsn(_)) && shards > 1 {
+        return Err(StoreError::LsnCutAcrossShards { path: source.to_path_buf(), shards });
+    }
     // A fresh target only: anything already there (a manifest, shard
     // directories with old segments) could mix into the replayed state.
     if storage.exists(target) {
@@ -213,12 +224,18 @@ fn replay_bounded(
                 ReplayBound::TimeMs(limit) => at_ms <= limit,
             };
             // Records are in LSN and time order: once one is past, all are.
-            if within && record_lsn == lsn + 1 {
-                let _ = batch.apply(&command, at_ms);
-                lsn = record_lsn;
-                now_ms = at_ms;
+            // The scan stops there (or right after the LSN asked for), so
+            // a damaged record past the point (the damage a salvage cuts
+            // off) is never read.
+            if !within {
+                return Ok(ControlFlow::Break(()));
             }
-            Ok(())
+            let _ = batch.apply(&command, at_ms);
+            (lsn, now_ms) = (record_lsn, at_ms);
+            Ok(match bound {
+                ReplayBound::Lsn(limit) if record_lsn >= limit => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            })
         })?;
     }
     state.discard_notices();

@@ -17,6 +17,6 @@ fuzz_target!(|data: &[u8]| {
     file.write_at(0, &encode_segment_header(0, 1)).expect("memory");
     file.write_at(32, data).expect("memory");
     let _ = stockd_wal::scan(storage.as_ref(), dir, 0, 0, |_, payload| {
-        stockd_engine::tools::decode_payload(payload).map(|_| ())
+        stockd_engine::tools::decode_payload(payload).map(|_| std::ops::ControlFlow::Continue(()))
     });
 });

@@ -26,6 +26,7 @@ use crate::format::{
 use crate::storage::Storage;
 use crate::writer::{recycled_segment_name, recycled_segments, LogTail, RECYCLED_SEGMENTS_MAX};
 use crate::WalError;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// One segment file of a shard's log.
@@ -64,15 +65,17 @@ pub fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<SegmentFil
 }
 
 /// Visits every record with an LSN above `after_lsn`, in order, and finds
-/// where the log ends. `each(lsn, payload, file, offset)` may refuse a
-/// payload (it could not be decoded): that is corruption at that record.
-/// `progress(bytes)` is told how many segment bytes were read so far.
+/// where the log ends. `each(lsn, payload)` may refuse a payload (it could
+/// not be decoded): that is corruption at that record. It may also stop the
+/// scan (`Break`: the caller wants nothing after this record), and then
+/// nothing after that record is read, damaged or not (`tail` is then where
+/// the scan stopped, not where the log ends).
 pub fn scan(
     storage: &dyn Storage,
     dir: &Path,
     shard: u16,
     after_lsn: u64,
-    mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+    mut each: impl FnMut(u64, &[u8]) -> Result<ControlFlow<()>, String>,
 ) -> Result<ScanOutcome, WalError> {
     let mut segments = list_segments(storage, dir)?;
     // Segments wholly at or below `after_lsn` are covered by the snapshot: a
@@ -132,8 +135,13 @@ pub fn scan(
             match read_frame(&bytes, at) {
                 Frame::Record { lsn, payload, next, .. } if lsn == next_lsn => {
                     if lsn > after_lsn {
-                        each(lsn, payload).map_err(|reason| corrupt(at as u64, reason))?;
+                        let flow = each(lsn, payload).map_err(|reason| corrupt(at as u64, reason))?;
                         outcome.records += 1;
+                        if flow.is_break() {
+                            outcome.tail =
+                                LogTail { next_lsn: lsn + 1, segment: Some((segment.path.clone(), next as u64)) };
+                            return Ok(outcome);
+                        }
                     }
                     next_lsn += 1;
                     at = next;
@@ -281,7 +289,7 @@ mod tests {
         let outcome = scan(storage, dir, SHARD, after, |lsn, bytes| {
             assert_eq!(bytes, payload(lsn), "payload of record {lsn}");
             lsns.push(lsn);
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })
         .unwrap();
         (lsns, outcome)
@@ -450,7 +458,7 @@ mod tests {
             .expect("a recycled segment before the last");
         let at = offset_of(&bytes, middle.first_lsn + 3);
         storage.open(&middle.path).unwrap().write_at(at as u64 + 40, &[0xee]).unwrap();
-        let error = scan(storage.as_ref(), dir, SHARD, covered, |_, _| Ok(())).unwrap_err();
+        let error = scan(storage.as_ref(), dir, SHARD, covered, |_, _| Ok(ControlFlow::Continue(()))).unwrap_err();
         assert!(
             matches!(&error, WalError::Corrupt { path, offset, .. } if *path == middle.path && *offset == at as u64)
         );
@@ -684,7 +692,7 @@ mod tests {
         storage.open(&segment.path).unwrap().write_at(at as u64 + 40, &[0xff]).unwrap();
         let mut writer = LogWriter::open(storage.clone(), dir, options(), outcome.tail).unwrap();
         write_records(&mut writer, 11..=12, true);
-        let error = scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(())).unwrap_err();
+        let error = scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(ControlFlow::Continue(()))).unwrap_err();
         assert!(matches!(error, WalError::Corrupt { offset, .. } if offset == at as u64), "{error}");
     }
 
@@ -753,7 +761,7 @@ mod tests {
         header[20] ^= 1;
         storage.open(&segment.path).unwrap().write_at(0, &header).unwrap();
         assert!(matches!(
-            scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(())),
+            scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(ControlFlow::Continue(()))),
             Err(WalError::Corrupt { offset: 0, .. })
         ));
     }
