@@ -24,8 +24,10 @@
 //! its deadline, however short the retention, so that a part still waiting
 //! for the decision when a crash comes finds it at recovery.
 //!
-//! One attempt per id is in flight at a time; later attempts queue behind it
-//! and are evaluated afresh when it ends. A crash mid-protocol leaves held
+//! One attempt per id is in flight at a time; later cart attempts queue
+//! behind it and are evaluated afresh when it ends, and a reserve of the same
+//! id with every line on home is refused as `busy` meanwhile (a retry then
+//! gets the first attempt's answer, or `idempotency_key_reused`). A crash mid-protocol leaves held
 //! parts without a home part: recovery aborts them, and finishes decisions
 //! home made but the parts had not heard (see `recovery`).
 //!
@@ -138,6 +140,12 @@ impl Carts {
                 turn.answer(waiter, outcome);
             }
         }
+    }
+
+    /// Whether a cart attempt with this id is being held (a reserve of the
+    /// same id on home alone must wait for it: `busy`).
+    pub fn is_pending(&self, id: &ReservationId) -> bool {
+        self.pending.contains_key(id)
     }
 
     fn send_follow(&mut self, turn: &mut Turn<'_, '_>, shard: u16, command: Command, id: &ReservationId) {

@@ -600,6 +600,7 @@ fn handle_op(turn: &mut Turn<'_, '_>, carts: &mut Carts, op: ClientOp, waiter: W
                 _ => turn.answer(waiter, outcome),
             }
         }
+        ClientOp::ReserveLocal { id, .. } if carts.is_pending(&id) => turn.answer(waiter, Err(Rejection::Busy)),
         ClientOp::ReserveLocal { id, fingerprint, lines, ttl_ms } => {
             let part = turn.resolve_part(id, fingerprint, lines, ttl_ms);
             let outcome = turn.apply(&Command::Reserve(part));
