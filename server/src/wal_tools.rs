@@ -49,7 +49,8 @@ pub enum WalCommand {
         dir: PathBuf,
         #[arg(long, env = "STOCKD_REPLAY_INTO")]
         into: PathBuf,
-        /// Keep each shard's records up to this LSN.
+        /// Keep records up to this LSN (a directory of one shard only: each
+        /// shard numbers its own LSNs, so with several, cut by time).
         #[arg(long, env = "STOCKD_REPLAY_UNTIL_LSN", conflicts_with = "until_time")]
         until_lsn: Option<u64>,
         /// Keep records applied at or before this time: RFC 3339
