@@ -27,9 +27,10 @@
 //! One attempt per id is in flight at a time; later cart attempts queue
 //! behind it and are evaluated afresh when it ends, and a reserve of the same
 //! id with every line on home is refused as `busy` meanwhile (a retry then
-//! gets the first attempt's answer, or `idempotency_key_reused`). A crash mid-protocol leaves held
-//! parts without a home part: recovery aborts them, and finishes decisions
-//! home made but the parts had not heard (see `recovery`).
+//! gets the first attempt's answer, or `idempotency_key_reused`). A crash
+//! mid-protocol leaves held parts without a home part: recovery aborts them,
+//! and finishes decisions home made but the parts had not heard (see
+//! `recovery`).
 //!
 //! The partial-hold window: between a part's hold (step 2) and home's answer
 //! (step 3), a concurrent buyer can see that part's units as reserved for a
