@@ -420,7 +420,7 @@ impl LogWriter {
         if from == to {
             return Ok(());
         }
-        let segment = Arc::clone(self.segment.as_ref().expect("a writer always has a segment"));
+        let segment = self.segment.as_ref().expect("a writer always has a segment");
         let records_end = self.segment_end + (to - from) as u64;
         let room = self.options.segment_bytes_max.saturating_sub(records_end);
         let marker = room.min(END_MARKER.len() as u64) as usize;
@@ -463,23 +463,21 @@ impl LogWriter {
             }
             None => self.spare.take().map(|spare| spare.path),
         };
-        let file = match reused {
-            Some(from) => {
-                let file = self.storage.open(&from).map_err(|e| WalError::io("open", &from, e))?;
-                file.write_at(0, &start).map_err(|e| WalError::io("write", &from, e))?;
-                self.gate.sync_file(file.as_ref()).map_err(|e| WalError::io("fsync", &from, e))?;
-                self.storage.rename(&from, &path).map_err(|e| WalError::io("rename", &from, e))?;
-                file
-            }
+        let file = match &reused {
+            Some(from) => self.storage.open(from).map_err(|e| WalError::io("open", from, e))?,
             None => {
                 let file = self.storage.create(&path).map_err(|e| WalError::io("create", &path, e))?;
                 file.set_len_allocated(self.options.segment_bytes_max)
                     .map_err(|e| WalError::io("preallocate", &path, e))?;
-                file.write_at(0, &start).map_err(|e| WalError::io("write", &path, e))?;
-                self.gate.sync_file(file.as_ref()).map_err(|e| WalError::io("fsync", &path, e))?;
                 file
             }
         };
+        let at = reused.as_deref().unwrap_or(&path);
+        file.write_at(0, &start).map_err(|e| WalError::io("write", at, e))?;
+        self.gate.sync_file(file.as_ref()).map_err(|e| WalError::io("fsync", at, e))?;
+        if let Some(from) = &reused {
+            self.storage.rename(from, &path).map_err(|e| WalError::io("rename", from, e))?;
+        }
         self.gate
             .sync_dir(self.storage.as_ref(), &self.dir)
             .map_err(|e| WalError::io("fsync directory", &self.dir, e))?;
