@@ -6,7 +6,7 @@
 //! snapshot cleanup cuts files, and a cut under a mapping is a SIGBUS).
 
 use crate::codec;
-use crate::command::Command;
+use crate::command::{Command, Query};
 use crate::recovery::{replay_shard, RecoveryProgress, ShardRecovery};
 use crate::snapshot::StateImage;
 use crate::state::{ShardConfig, ShardState};
@@ -21,11 +21,21 @@ pub fn decode_payload(payload: &[u8]) -> Result<(u64, Command), String> {
     codec::decode(payload)
 }
 
-/// Checks a snapshot payload the way a start would: it must restore to a
-/// state that keeps every invariant. Returns the SKU and reservation counts.
+/// Checks a snapshot payload the way a start would: it must restore, and
+/// the state it restores to must pass the full invariant audit (which
+/// panics when one breaks). Returns the SKU and reservation counts.
 pub fn check_snapshot_payload(payload: &[u8]) -> Result<(usize, usize), String> {
-    let state = ShardState::restore(crate::snapshot::access(payload)?)?;
+    let mut state = ShardState::restore(crate::snapshot::access(payload)?)?;
+    state.batch().query(&Query::Audit).map_err(|rejection| rejection.to_string())?;
     Ok((state.sku_count(), state.reservation_sizes().0))
+}
+
+/// The payload a snapshot of `state` as of `lsn` at `now_ms` holds (for
+/// fuzzing: real images to damage).
+pub fn snapshot_payload(state: &ShardState, lsn: u64, now_ms: u64) -> Result<Vec<u8>, String> {
+    let mut payload = Vec::new();
+    state.capture(lsn, now_ms).write_to(&mut payload)?;
+    Ok(payload)
 }
 
 /// The shard count a data directory was created with.
