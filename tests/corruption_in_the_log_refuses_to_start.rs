@@ -1,13 +1,18 @@
 //! Damage in the middle of the log is not a torn tail: a flipped byte in a
 //! record followed by valid (durable) records, or in a snapshot, makes the
 //! start refuse with a message naming the file and byte offset, and
-//! `tools::verify` (`stockd wal verify`) reports the same place.
+//! `tools::verify` (`stockd wal verify`) reports the same place. A valid
+//! record that changes nothing is refused too.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use stockd_engine::{tools, Engine, EngineConfig, ManualClock, Request, Sku, StoreConfig, StoreError};
+use stockd_engine::{
+    tools, CartLine, Engine, EngineConfig, ManualClock, Request, ReservationId, ReserveRequest, Sku, StoreConfig,
+    StoreError,
+};
 use stockd_wal::format::{read_frame, Frame, SEGMENT_HEADER_LEN};
-use stockd_wal::{FsStorage, WalError};
+use stockd_wal::{FsStorage, LogOptions, LogWriter, WalError};
 
 fn open(dir: &Path) -> Result<Engine, StoreError> {
     let store = StoreConfig { segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN, ..StoreConfig::new(dir) };
@@ -122,4 +127,43 @@ fn a_missing_shard_directory_refuses_to_start() {
     let error =
         Engine::open(config, store, clock, &Default::default()).err().expect("a missing shard must not start empty");
     assert!(error.to_string().contains("shard-01") && error.to_string().contains("missing"), "{error}");
+}
+
+/// A well-formed, checksummed record that changes nothing (here a second
+/// copy of a commit) means the log and the state disagree: a start, `wal
+/// verify` and `wal replay` all refuse it, naming the LSN.
+#[test]
+fn a_record_that_changes_nothing_is_refused_by_start_verify_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path()).unwrap();
+        let sku = Sku::new("sku-0").unwrap();
+        engine.submit_blocking(Request::SetStock { sku: sku.clone(), on_hand: 5, expected_version: None }).unwrap();
+        let id = ReservationId::new("r-1").unwrap();
+        let lines = vec![CartLine { sku, qty: 1 }];
+        engine.submit_blocking(Request::Reserve(ReserveRequest { id: id.clone(), lines, ttl_ms: None })).unwrap();
+        engine.submit_blocking(Request::Commit { id }).unwrap();
+    }
+    let shard_dir = dir.path().join("shard-00");
+    let mut commit = Vec::new();
+    let scanned = stockd_wal::scan(&FsStorage, &shard_dir, 0, 0, |_, payload| {
+        commit = payload.to_vec();
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
+    assert_eq!(scanned.records, 3);
+    let options = LogOptions { shard: 0, segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN, spare_segments: false };
+    let mut writer = LogWriter::open(Arc::new(FsStorage), &shard_dir, options, scanned.tail).unwrap();
+    assert_eq!(writer.append(|buffer| buffer.extend_from_slice(&commit)), 4);
+    writer.write().unwrap().sync().unwrap();
+    drop(writer);
+
+    let diverged = |error: &StoreError| matches!(error, StoreError::Replay { shard: 0, lsn: 4, .. });
+    let error = open(dir.path()).err().expect("a log that disagrees with itself must not start");
+    assert!(diverged(&error), "{error}");
+    let checks = tools::verify(&FsStorage, dir.path()).unwrap();
+    assert!(checks[0].error.as_ref().is_some_and(diverged), "{:?}", checks[0].error);
+    let error = tools::replay_into(&FsStorage, dir.path(), &dir.path().join("copy"), tools::ReplayBound::End)
+        .expect_err("replay refuses it too");
+    assert!(diverged(&error), "{error}");
 }

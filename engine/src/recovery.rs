@@ -24,7 +24,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stockd_wal::{list_snapshots, read_snapshot, scan, LogOptions, LogTail, LogWriter, Storage, WalError};
+use stockd_wal::{
+    list_snapshots, read_snapshot, scan, LogOptions, LogTail, LogWriter, SnapshotFile, Storage, WalError,
+};
 
 /// Records replayed between two updates of the shared progress counters.
 const PROGRESS_STEP: u64 = 4_096;
@@ -165,7 +167,8 @@ pub(crate) fn replay_shard(
     progress: &RecoveryProgress,
 ) -> Result<Replayed, StoreError> {
     let dir = shard_dir(data_dir, usize::from(shard));
-    let (mut state, snapshot_lsn, mut now_ms) = load_snapshot(storage, &dir, shard)?;
+    let (mut state, snapshot, mut now_ms) = load_snapshot(storage, &dir, shard)?;
+    let snapshot_lsn = snapshot.map(|snapshot| snapshot.lsn);
     let after_lsn = snapshot_lsn.unwrap_or(0);
     let mut diverged = None;
     // Counted here and published in steps: the replay threads share the
@@ -235,14 +238,16 @@ pub(crate) fn replay_shard(
     Ok(Replayed { state, tail: outcome.tail, now_ms, report })
 }
 
-/// The newest snapshot that reads back and restores, as (state, its LSN, its time).
-fn load_snapshot(
+/// The newest snapshot, restored, as (state, its file, its time); a new
+/// state when there is none. A snapshot that does not read back, is not
+/// the shard's, or does not restore is an error.
+pub(crate) fn load_snapshot(
     storage: &dyn Storage,
     dir: &std::path::Path,
     shard: u16,
-) -> Result<(ShardState, Option<u64>, u64), StoreError> {
+) -> Result<(ShardState, Option<SnapshotFile>, u64), StoreError> {
     let snapshots = list_snapshots(storage, dir)?;
-    let Some(newest) = snapshots.first() else {
+    let Some(newest) = snapshots.into_iter().next() else {
         return Ok((ShardState::new(ShardConfig { shard }), None, 0));
     };
     // Only the newest is usable: segments older than it are deleted once it
@@ -258,7 +263,7 @@ fn load_snapshot(
     }
     let now_ms = image.now_ms.to_native();
     let state = ShardState::restore(image).map_err(unusable)?;
-    Ok((state, Some(newest.lsn), now_ms))
+    Ok((state, Some(newest), now_ms))
 }
 
 /// Finishes or aborts every held part away from home (see the module

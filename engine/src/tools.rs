@@ -7,13 +7,13 @@
 
 use crate::codec;
 use crate::command::{Command, Query};
-use crate::recovery::{replay_shard, RecoveryProgress, ShardRecovery};
+use crate::recovery::{load_snapshot, replay_shard, RecoveryProgress, ShardRecovery};
 use crate::snapshot::StateImage;
-use crate::state::{ShardConfig, ShardState};
+use crate::state::ShardState;
 use crate::store::{recorded_shards, shard_dir, write_manifest, StoreError};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use stockd_wal::{list_segments, list_snapshots, read_snapshot, scan, Storage, WalError};
+use stockd_wal::{list_segments, list_snapshots, scan, Storage, WalError};
 
 /// A WAL payload as (shard time, command), or why it is not one (for
 /// tools and fuzzing: replay does the same).
@@ -201,31 +201,21 @@ fn replay_bounded(
     bound: ReplayBound,
 ) -> Result<(ShardState, u64, u64), StoreError> {
     let dir = shard_dir(data_dir, usize::from(shard));
-    let (mut state, mut lsn, mut now_ms) = match list_snapshots(storage, &dir)?.into_iter().next() {
-        Some(newest) => {
-            let loaded = read_snapshot(storage, &newest.path)?;
-            let unusable = |reason: String| StoreError::Snapshot { path: newest.path.clone(), reason };
-            if loaded.header.shard != shard || loaded.header.lsn != newest.lsn {
-                return Err(unusable("the header names another shard or LSN".into()));
-            }
-            let image = crate::snapshot::access(loaded.payload()).map_err(unusable)?;
-            let within = match bound {
-                ReplayBound::End => true,
-                ReplayBound::Lsn(limit) => newest.lsn <= limit,
-                ReplayBound::TimeMs(limit) => image.now_ms.to_native() <= limit,
-            };
-            if !within {
-                let reason = "the newest snapshot is past the requested point; older history is no longer kept".into();
-                return Err(StoreError::Snapshot { path: newest.path, reason });
-            }
-            let now_ms = image.now_ms.to_native();
-            let state = ShardState::restore(image)
-                .map_err(|reason| StoreError::Snapshot { path: newest.path.clone(), reason })?;
-            (state, newest.lsn, now_ms)
+    let (mut state, snapshot, mut now_ms) = load_snapshot(storage, &dir, shard)?;
+    let mut lsn = snapshot.as_ref().map_or(0, |snapshot| snapshot.lsn);
+    if let Some(snapshot) = snapshot {
+        let within = match bound {
+            ReplayBound::End => true,
+            ReplayBound::Lsn(limit) => snapshot.lsn <= limit,
+            ReplayBound::TimeMs(limit) => now_ms <= limit,
+        };
+        if !within {
+            let reason = "the newest snapshot is past the requested point; older history is no longer kept".into();
+            return Err(StoreError::Snapshot { path: snapshot.path, reason });
         }
-        None => (ShardState::new(ShardConfig { shard }), 0, 0),
-    };
-    {
+    }
+    let mut diverged = None;
+    let scanned = {
         let mut batch = state.batch();
         scan(storage, &dir, shard, lsn, |record_lsn, payload| {
             let (at_ms, command) = codec::decode(payload)?;
@@ -241,14 +231,26 @@ fn replay_bounded(
             if !within {
                 return Ok(ControlFlow::Break(()));
             }
+            // As at a start: a logged command was accepted when it was
+            // logged, so one that changes nothing means the log and the
+            // state disagree.
+            let before = batch.mutations();
             let _ = batch.apply(&command, at_ms);
+            if batch.mutations() == before {
+                diverged = Some((record_lsn, format!("{command:?} changed nothing")));
+                return Err("replay diverged".into());
+            }
             (lsn, now_ms) = (record_lsn, at_ms);
             Ok(match bound {
                 ReplayBound::Lsn(limit) if record_lsn >= limit => ControlFlow::Break(()),
                 _ => ControlFlow::Continue(()),
             })
-        })?;
+        })
+    };
+    if let Some((lsn, reason)) = diverged {
+        return Err(StoreError::Replay { shard, lsn, reason });
     }
+    scanned?;
     state.discard_notices();
     Ok((state, lsn, now_ms))
 }

@@ -130,10 +130,18 @@ fn verify(dir: &Path) -> anyhow::Result<i32> {
                         );
                         worst = worst.max(if worst == 1 { 1 } else { 2 });
                     }
-                    None => println!(
-                        "shard {}: healthy: {snapshot}, {records} records replay, next LSN {next}",
-                        check.shard
-                    ),
+                    None => {
+                        let unfinished = recovered.discarded_segment.as_ref().map_or(String::new(), |path| {
+                            format!(
+                                "; {} is a segment whose creation never finished: a start removes it",
+                                path.display()
+                            )
+                        });
+                        println!(
+                            "shard {}: healthy: {snapshot}, {records} records replay, next LSN {next}{unfinished}",
+                            check.shard
+                        )
+                    }
                 }
             }
             (None, None) => unreachable!("a check either recovers or fails"),

@@ -160,6 +160,11 @@ pub enum Frame<'a> {
     Invalid(&'static str),
 }
 
+/// The (LSN, synced LSN) fields of a record header, unchecked.
+pub fn frame_lsns(header: &[u8]) -> (u64, u64) {
+    (u64_at(header, 8), u64_at(header, 16))
+}
+
 /// Reads the frame at `at` (a multiple of 16) in `bytes`.
 pub fn read_frame(bytes: &[u8], at: usize) -> Frame<'_> {
     debug_assert_eq!(at % RECORD_ALIGN, 0);
@@ -190,12 +195,8 @@ pub fn read_frame(bytes: &[u8], at: usize) -> Frame<'_> {
     if crc != u32_at(header, 4) {
         return Frame::Invalid("checksum mismatch");
     }
-    Frame::Record {
-        lsn: u64_at(header, 8),
-        synced_lsn: u64_at(header, 16),
-        payload: &bytes[at + RECORD_HEADER_LEN..end],
-        next: at + record_len(payload_len),
-    }
+    let (lsn, synced_lsn) = frame_lsns(header);
+    Frame::Record { lsn, synced_lsn, payload: &bytes[at + RECORD_HEADER_LEN..end], next: at + record_len(payload_len) }
 }
 
 /// The header of a snapshot whose payload is `payload_len` bytes with CRC32C

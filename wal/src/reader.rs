@@ -9,19 +9,23 @@
 //!   the writer cuts it away (`LogTail`).
 //! - Otherwise an invalid frame is corruption (a record that had been
 //!   durable is damaged, or a full segment is): `WalError::Corrupt` names
-//!   the file and offset.
+//!   the file and offset. So are zeros where a record should be when a
+//!   later frame says that record had been durable (a lost write): zeros
+//!   end the log only when nothing after them proves otherwise.
 //! - The last segment may have an unreadable header if a crash hit while it
 //!   was being created (before any record could be acknowledged): it is
 //!   reported in `ScanOutcome::discarded` and removed by `discard`. Only a
-//!   new file can be such a segment (a reused one gets its header before
-//!   its name), so it holds no valid frame at all.
+//!   new file named with the LSN the log continues at can be such a segment
+//!   (a reused one gets its header before its name), so it holds no valid
+//!   frame at all; a blank file under another name is corruption.
 //! - Bytes after a segment's records may be an older segment's (segments
 //!   are recycled, see `writer`): every write ends with an end marker, and
 //!   an older frame's LSN and synced LSN are below the segment's first LSN,
 //!   so it neither continues a log nor proves a bad frame was durable.
 
 use crate::format::{
-    decode_segment_header, parse_segment_file_name, read_frame, Frame, RECORD_ALIGN, SEGMENT_HEADER_LEN,
+    decode_segment_header, frame_lsns, parse_segment_file_name, read_frame, Frame, RECORD_ALIGN, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
 };
 use crate::storage::Storage;
 use crate::writer::{recycled_segment_name, recycled_segments, LogTail, RECYCLED_SEGMENTS_MAX};
@@ -97,11 +101,15 @@ pub fn scan(
         let last = index + 1 == segments.len();
         let bytes = storage.read(&segment.path).map_err(|e| WalError::io("read", &segment.path, e))?;
         let corrupt = |offset: u64, reason: String| WalError::Corrupt { path: segment.path.clone(), offset, reason };
+        // The LSN this segment must begin at to continue the log.
+        let continues_at = if index == 0 { after_lsn + 1 } else { chain_next };
         let header = match decode_segment_header(&bytes) {
             Ok(header) => header,
             // Created but never given a header (the process died between
-            // creating the file and syncing its header): no record was in it.
-            Err(_) if last && !any_frame_after(&bytes, 0, |_, _| true) => {
+            // creating the file and syncing its header): no record was in
+            // it. Only the segment the log would continue with can be one;
+            // a blank file under an older name lost its records.
+            Err(_) if last && segment.first_lsn == continues_at && !any_frame_after(&bytes, 0, |_, _| true) => {
                 outcome.discarded = Some(segment.path.clone());
                 break;
             }
@@ -146,6 +154,14 @@ pub fn scan(
                     next_lsn += 1;
                     at = next;
                 }
+                // Zeros where record `next_lsn` would be: the end, unless a
+                // later frame says that record had been durable (a lost
+                // write or a zeroed block; a segment's old frames, from
+                // before it was recycled, carry older LSNs).
+                Frame::End if last && any_frame_after(&bytes, at + RECORD_ALIGN, |_, synced| synced >= next_lsn) => {
+                    let reason = format!("zeros where record {next_lsn} was, which had been durable");
+                    return Err(corrupt(at as u64, reason));
+                }
                 Frame::End => break,
                 frame => {
                     let reason = match frame {
@@ -176,12 +192,17 @@ pub fn scan(
 }
 
 /// Whether a valid frame at a 16-aligned offset from `from` on has an LSN
-/// and synced LSN that `wanted` accepts.
+/// and synced LSN that `wanted` accepts. The LSN fields are tested before
+/// the checksum, so most offsets cost no checksum (a clean start scans the
+/// rest of the last segment this way).
 fn any_frame_after(bytes: &[u8], from: usize, wanted: impl Fn(u64, u64) -> bool) -> bool {
     let start = from.max(SEGMENT_HEADER_LEN).next_multiple_of(RECORD_ALIGN);
-    (start..bytes.len())
-        .step_by(RECORD_ALIGN)
-        .any(|at| matches!(read_frame(bytes, at), Frame::Record { lsn, synced_lsn, .. } if wanted(lsn, synced_lsn)))
+    let end = bytes.len().saturating_sub(RECORD_HEADER_LEN - 1);
+    (start..end).step_by(RECORD_ALIGN).any(|at| {
+        let (lsn, synced_lsn) = frame_lsns(&bytes[at..at + RECORD_HEADER_LEN]);
+        wanted(lsn, synced_lsn)
+            && matches!(read_frame(bytes, at), Frame::Record { lsn, synced_lsn, .. } if wanted(lsn, synced_lsn))
+    })
 }
 
 /// Removes a segment whose creation never completed (see `ScanOutcome::discarded`).
@@ -694,6 +715,51 @@ mod tests {
         write_records(&mut writer, 11..=12, true);
         let error = scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(ControlFlow::Continue(()))).unwrap_err();
         assert!(matches!(error, WalError::Corrupt { offset, .. } if offset == at as u64), "{error}");
+    }
+
+    /// A lost write in the last segment (a record read back as zeros) is
+    /// corruption when a later frame says that record had been durable;
+    /// zeros that nothing after them proves durable end the log.
+    #[test]
+    fn zeros_where_a_durable_record_was_are_corruption() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        // Two synced batches: 31..=40 are framed with 1..=30 durable.
+        write_records(&mut writer, 1..=30, true);
+        write_records(&mut writer, 31..=40, true);
+        drop(writer);
+        let segment = list_segments(storage.as_ref(), dir).unwrap().pop().unwrap();
+        let bytes = storage.read(&segment.path).unwrap();
+        let file = storage.open(&segment.path).unwrap();
+        // No frame after record 35 says it was durable: the log ends there.
+        file.write_at(offset_of(&bytes, 35) as u64, &[0; RECORD_HEADER_LEN]).unwrap();
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+        assert_eq!(lsns, (1..=34).collect::<Vec<_>>());
+        assert!(outcome.torn.is_none());
+        // Records 31..=40 say record 20 was durable.
+        let at = offset_of(&bytes, 20);
+        file.write_at(at as u64, &[0; RECORD_HEADER_LEN]).unwrap();
+        let error = scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(ControlFlow::Continue(()))).unwrap_err();
+        assert!(matches!(&error, WalError::Corrupt { offset, .. } if *offset == at as u64), "{error}");
+        assert!(error.to_string().contains("zeros where record 20 was"), "{error}");
+    }
+
+    /// A blank last segment is an unfinished creation only under the name
+    /// the log continues at: under an older name it held records, lost.
+    #[test]
+    fn a_blank_segment_under_an_older_name_is_corruption() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=5, true);
+        drop(writer);
+        let segment = list_segments(storage.as_ref(), dir).unwrap().pop().unwrap();
+        let len = storage.len(&segment.path).unwrap() as usize;
+        storage.open(&segment.path).unwrap().write_at(0, &vec![0; len]).unwrap();
+        // After a snapshot at LSN 3 the log continues at 4; the blank file is named 1.
+        let error = scan(storage.as_ref(), dir, SHARD, 3, |_, _| Ok(ControlFlow::Continue(()))).unwrap_err();
+        assert!(matches!(error, WalError::Corrupt { offset: 0, .. }), "{error}");
     }
 
     fn offset_of(bytes: &[u8], wanted: u64) -> usize {
