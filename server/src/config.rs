@@ -169,6 +169,15 @@ impl Config {
             let role = Role::parse(role).with_context(|| format!("unknown role {role:?} (admin, checkout, read)"))?;
             tokens.push((token.to_owned(), role));
         }
+        // A token must be presentable as `Authorization: Bearer <token>`.
+        if let Some((_, role)) =
+            tokens.iter().find(|(token, _)| token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            bail!(
+                "a {} token is empty or has spaces or characters outside visible ASCII",
+                format!("{role:?}").to_lowercase()
+            );
+        }
         let fsync = match args.fsync.or(file.fsync).unwrap_or(Fsync::Always) {
             Fsync::Always => FsyncPolicy::Always,
             Fsync::Never => FsyncPolicy::Never,
@@ -274,6 +283,10 @@ mod tests {
     #[test]
     fn bad_settings_are_refused_with_a_reason() {
         assert!(Config::resolve(ServeArgs { tokens: vec!["boss:x".into()], ..args("127.0.0.1:0") }).is_err());
+        for token in ["admin:", "admin:with space", "read:tab\there"] {
+            let error = Config::resolve(ServeArgs { tokens: vec![token.into()], ..args("0.0.0.0:8080") }).unwrap_err();
+            assert!(error.to_string().contains("token is empty or has spaces"), "{token}: {error}");
+        }
         assert!(Config::resolve(ServeArgs { shards: Some(0), ..args("127.0.0.1:0") }).is_err());
         assert!(Config::resolve(ServeArgs { tls_cert: Some("c.pem".into()), ..args("127.0.0.1:0") }).is_err());
         let zero_timeout = Config::resolve(ServeArgs { request_timeout_ms: Some(0), ..args("127.0.0.1:0") });

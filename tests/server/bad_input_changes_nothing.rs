@@ -150,6 +150,33 @@ fn cases() -> Vec<Case> {
             400,
             "malformed_json",
         ),
+        case(
+            "a release body that is not JSON",
+            Method::POST,
+            "/v1/reservations/held/release",
+            "release!",
+            400,
+            "malformed_json",
+        ),
+        case(
+            "a release body with a field",
+            Method::POST,
+            "/v1/reservations/held/release",
+            r#"{"reason": "x"}"#,
+            422,
+            "invalid_body",
+        ),
+        Case {
+            content_type: Some("text/plain"),
+            ..case(
+                "a release body that is not JSON typed",
+                Method::POST,
+                "/v1/reservations/held/release",
+                "{}",
+                415,
+                "unsupported_media_type",
+            )
+        },
         case("ops that are not a list", Method::POST, "/v1/batch", r#"{"ops": {}}"#, 422, "invalid_body"),
         case(
             "a batch past 1 MiB",
@@ -200,7 +227,7 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     assert_eq!(after, before, "no bad request changed the stock");
     assert_eq!(c.send(Method::GET, "/v1/reservations/a", None).await.unwrap().status, StatusCode::NOT_FOUND);
     let held = c.send(Method::GET, "/v1/reservations/held", None).await.unwrap().json().unwrap();
-    assert_eq!(held["state"], "held", "the held cart was not committed by a bad commit");
+    assert_eq!(held["state"], "held", "the held cart was not committed or released by a bad body");
     let metrics = String::from_utf8(c.send(Method::GET, "/metrics", None).await.unwrap().body.to_vec()).unwrap();
     assert!(
         !metrics.lines().any(|line| line.starts_with("stockd_http_requests_total") && line.contains("status=\"5")),

@@ -278,7 +278,19 @@ async fn tokens_and_roles_guard_every_endpoint() {
         for public in ["/healthz", "/readyz", "/openapi.json"] {
             assert_eq!(get(&mut stranger, public).await.status, StatusCode::OK, "{public} needs no token");
         }
+        // Writes and batches too, before their bodies are looked at; a 401
+        // names the scheme it wants.
+        for path in ["/v1/reservations", "/v1/batch", "/v1/reservations/kept/release"] {
+            let answer = stranger.json(Method::POST, path, &json!({})).await.unwrap();
+            assert_eq!((answer.status, code(&answer)), (StatusCode::UNAUTHORIZED, "unauthorized".into()), "{path}");
+            assert_eq!(answer.headers.get("www-authenticate").map(|value| value.to_str().unwrap()), Some("Bearer"));
+        }
     }
+    // The scheme's name is case-insensitive (RFC 9110).
+    let mut lower = server.connect(None).await;
+    let answer =
+        lower.send_with(Method::GET, "/v1/skus/tee", None, &[("authorization", "bearer look-secret")]).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
     // Batch ops are authorised one by one, each by its op alone: a caller
     // who may not run an op learns 403, however malformed the rest of it is.
     for (token, role) in [("root-secret", "admin"), ("shop-secret", "checkout"), ("look-secret", "read")] {

@@ -87,7 +87,7 @@ pub async fn require(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required"))?;
         state
             .tokens()
@@ -99,6 +99,13 @@ pub async fn require(
     }
     request.extensions_mut().insert(Caller(role));
     Ok(next.run(request).await)
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme's
+/// name is case-insensitive, RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' '))
 }
 
 pub fn forbidden(needed: Role) -> ApiError {
@@ -120,6 +127,15 @@ mod tests {
                 && Role::Checkout.allows(Role::Read)
         );
         assert!(!Role::Read.allows(Role::Admin) && !Role::Read.allows(Role::Checkout) && Role::Read.allows(Role::Read));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("BEARER  s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("Basic s3cret"), None);
+        assert_eq!(bearer_token("Bearers3cret"), None);
     }
 
     #[test]

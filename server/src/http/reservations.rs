@@ -3,7 +3,7 @@
 use crate::http::convert;
 use crate::http::error::ApiError;
 use crate::http::json::{AppJson, OptionalJson};
-use crate::http::types::{CommitBody, DecisionBody, ErrorBody, ReservationBody, ReserveBody};
+use crate::http::types::{CommitBody, DecisionBody, ErrorBody, ReleaseBody, ReservationBody, ReserveBody};
 use crate::http::AppState;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -62,6 +62,7 @@ pub async fn commit(
 /// Releases a held cart: its units are available again. Idempotent.
 #[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations", security(("bearer" = [])),
     params(("id" = String, Path)),
+    request_body(content = ReleaseBody, description = "optional: empty or {}"),
     responses(
         (status = 200, body = DecisionBody),
         (status = 404, body = ErrorBody, description = "unknown_reservation"),
@@ -69,6 +70,8 @@ pub async fn commit(
 pub async fn release(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    // Read only to refuse a body that is not empty or `{}`.
+    _empty: OptionalJson<ReleaseBody>,
 ) -> Result<Json<DecisionBody>, ApiError> {
     let id = convert::reservation_id(&path?.0)?;
     let outcome = state.engine()?.submit(Request::Release { id }).await;

@@ -56,6 +56,12 @@ pub struct CommitBody {
     pub order: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// `POST /v1/reservations/{id}/release`: no fields; the body may be empty
+/// or `{}`, and anything else is refused like any bad body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {}
+
 /// A SKU's counts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct SkuBody {
