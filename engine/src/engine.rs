@@ -9,6 +9,7 @@
 //! `_blocking` twins, which drive the same futures to completion). Dropping
 //! a future never leaves a cart half done: the shards finish the protocol.
 
+use crate::batch_order::Wave;
 use crate::carts::{participant_shards, CartRequest};
 use crate::clock::Clock;
 use crate::command::{Command, PartOutcome, PartReply, PartView, Query};
@@ -96,6 +97,9 @@ pub(crate) struct StoreHandles {
     pub _lock: Option<DirLock>,
     pub data_dir: PathBuf,
 }
+
+/// A batch wave's requests by shard: (ops, (position in the batch, expectation)).
+type WaveMessages = Vec<(Vec<ClientOp>, Vec<(usize, Expect)>)>;
 
 /// How to read a shard's answer as the request's outcome.
 enum Expect {
@@ -259,34 +263,50 @@ impl Engine {
     }
 
     /// Submits many requests and answers one outcome per request, in order.
-    /// The requests for one shard travel as one queue message and are
-    /// applied in batch order there. A batch is not a transaction: requests
-    /// that depend on each other belong in separate batches.
+    /// Each is answered as if sent once the requests before it it depends on
+    /// (same reservation id; same SKU with a stock change) were answered;
+    /// the rest run at once, the requests for one shard as one queue
+    /// message (see `batch_order`). A batch is not a transaction: each
+    /// request succeeds or fails on its own.
     pub async fn submit_batch(&self, requests: Vec<Request>) -> Vec<Outcome> {
         if requests.len() > BATCH_REQUESTS_MAX {
             return vec![Err(Rejection::BatchTooLarge); requests.len()];
         }
         let shard_count = self.clients.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
-        let mut ops: Vec<Vec<ClientOp>> = (0..shard_count).map(|_| Vec::new()).collect();
-        let mut expects: Vec<Vec<(usize, Expect)>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let mut wave = Wave::new(shard_count, requests.len());
+        // The wave's requests, by shard: (ops, (position, expectation)).
+        let new_wave = || -> WaveMessages { (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect() };
+        let mut messages = new_wave();
         for (position, request) in requests.into_iter().enumerate() {
             match self.plan(request) {
                 Ok((shard, op, expect)) => {
-                    ops[shard].push(op);
-                    expects[shard].push((position, expect));
+                    if !wave.try_add(shard, &op) {
+                        self.run_wave(std::mem::replace(&mut messages, new_wave()), &mut outcomes).await;
+                        wave.clear();
+                        assert!(wave.try_add(shard, &op), "an empty wave takes any request");
+                    }
+                    messages[shard].0.push(op);
+                    messages[shard].1.push((position, expect));
                 }
                 Err(rejection) => outcomes[position] = Some(Err(rejection)),
             }
         }
-        let sent = ops
-            .into_iter()
-            .enumerate()
-            .filter(|(_, ops)| !ops.is_empty())
-            .map(|(shard, ops)| self.send_many(shard, ops));
+        self.run_wave(messages, &mut outcomes).await;
+        outcomes.into_iter().map(|outcome| outcome.expect("every request was answered")).collect()
+    }
+
+    /// Sends a wave, one message per shard, and fills in its outcomes.
+    async fn run_wave(&self, messages: WaveMessages, outcomes: &mut [Option<Outcome>]) {
+        let mut sent = Vec::new();
+        let mut expects = Vec::new();
+        for (shard, (ops, shard_expects)) in messages.into_iter().enumerate().filter(|(_, (ops, _))| !ops.is_empty()) {
+            sent.push(self.send_many(shard, ops));
+            expects.push(shard_expects);
+        }
         let replies = join_all(sent).await;
         let mut follow_ups = Vec::new();
-        for (shard_replies, shard_expects) in replies.into_iter().zip(expects.into_iter().filter(|e| !e.is_empty())) {
+        for (shard_replies, shard_expects) in replies.into_iter().zip(expects) {
             for (reply, (position, expect)) in shard_replies.into_iter().zip(shard_expects) {
                 match expect {
                     // A cross-shard reservation also needs its other parts' lines.
@@ -298,7 +318,6 @@ impl Engine {
         for (position, outcome) in self.read_other_parts(follow_ups).await {
             outcomes[position] = Some(outcome);
         }
-        outcomes.into_iter().map(|outcome| outcome.expect("every request was answered")).collect()
     }
 
     /// Completes cross-shard reservation reads of a batch: the other parts

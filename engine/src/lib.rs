@@ -28,6 +28,7 @@
 //! - `clock`, `hash`: injected time; stable hashing and shard choice.
 #![forbid(unsafe_code)]
 
+mod batch_order;
 mod carts;
 pub mod clock;
 mod codec;
