@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use stockd_engine::{
-    tools, CartLine, Engine, EngineConfig, ManualClock, Request, ReservationId, ReserveRequest, Sku, StoreConfig,
-    StoreError,
+    tools, CartLine, Engine, EngineConfig, FsyncPolicy, ManualClock, Request, ReservationId, ReserveRequest, Sku,
+    StoreConfig, StoreError,
 };
 use stockd_wal::format::{read_frame, Frame, SEGMENT_HEADER_LEN};
 use stockd_wal::{FsStorage, LogOptions, LogWriter, WalError};
@@ -166,4 +166,37 @@ fn a_record_that_changes_nothing_is_refused_by_start_verify_and_replay() {
     let error = tools::replay_into(&FsStorage, dir.path(), &dir.path().join("copy"), tools::ReplayBound::End)
         .expect_err("replay refuses it too");
     assert!(diverged(&error), "{error}");
+}
+
+/// With fsync off nothing is ever claimed durable, so no later record
+/// vouches for an earlier one: damage is a torn tail (the start keeps the
+/// records before it), never corruption that refuses to start.
+#[test]
+fn with_fsync_off_damage_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreConfig {
+        segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN,
+        fsync: FsyncPolicy::Never,
+        ..StoreConfig::new(dir.path())
+    };
+    let config = EngineConfig { shards: 1, ..EngineConfig::default() };
+    let open = || {
+        Engine::open(config, store.clone(), Arc::new(ManualClock::new(1_000_000)), &Default::default())
+            .map(|(engine, _)| engine)
+    };
+    {
+        let engine = open().unwrap();
+        for i in 0..5 {
+            let request =
+                Request::SetStock { sku: Sku::new(&format!("sku-{i}")).unwrap(), on_hand: 5, expected_version: None };
+            engine.submit_blocking(request).unwrap();
+        }
+    }
+    let segment = files(dir.path(), "wal").pop().unwrap();
+    let offsets = record_offsets(&std::fs::read(&segment).unwrap());
+    assert_eq!(offsets.len(), 5);
+    flip(&segment, offsets[1] + 40);
+    let engine = open().expect("a torn tail, not corruption");
+    let kept: Vec<bool> = (0..5).map(|i| engine.read_view().get(&format!("sku-{i}")).is_some()).collect();
+    assert_eq!(kept, [true, false, false, false, false]);
 }

@@ -306,11 +306,8 @@ fn reconcile(
         }
         replay.state.discard_notices();
         let point = writer.write()?;
-        match fsync {
-            FsyncPolicy::Always => {
-                point.sync().map_err(|e| WalError::io("fsync", &replay.report.shard_dir_hint(), e))?
-            }
-            FsyncPolicy::Never => point.mark_durable_without_sync(),
+        if fsync == FsyncPolicy::Always {
+            point.sync().map_err(|e| WalError::io("fsync", &replay.report.shard_dir_hint(), e))?;
         }
         count += commands.len();
     }

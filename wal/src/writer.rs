@@ -254,12 +254,6 @@ impl SyncPoint {
         Ok(())
     }
 
-    /// A point that syncs nothing new but records `lsn` as durable (the log
-    /// runs with fsync off).
-    pub fn mark_durable_without_sync(&self) {
-        self.durable_lsn.fetch_max(self.lsn, Ordering::Release);
-    }
-
     pub fn lsn(&self) -> u64 {
         self.lsn
     }
