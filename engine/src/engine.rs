@@ -527,3 +527,47 @@ fn finish_local(expect: Expect, outcome: PartOutcome) -> Outcome {
         (_, reply) => unreachable!("a shard answered {reply:?} to a request expecting another reply"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::command::CartLine;
+    use crate::ids::Sku;
+
+    fn cart(id: &str, skus: &[&Sku]) -> Request {
+        let lines = skus.iter().map(|&sku| CartLine { sku: sku.clone(), qty: 1 }).collect();
+        Request::Reserve(ReserveRequest { id: ReservationId::new(id).unwrap(), lines, ttl_ms: None })
+    }
+
+    /// A reserve of an id with every line on home, reaching home in the
+    /// same message right behind a cart of that id still waiting for its
+    /// other part, is `busy`: the cart is the first attempt. (A batch never
+    /// sends them so, see `batch_order`; two callers racing can.)
+    #[test]
+    fn a_cart_in_progress_is_the_first_attempt_for_its_id() {
+        let engine = Engine::start(EngineConfig { shards: 4, ..EngineConfig::default() }, Arc::new(SystemClock));
+        let id = "first-wins";
+        let home = usize::from(engine.home_of(&ReservationId::new(id).unwrap()));
+        let skus: Vec<Sku> = (0..16).map(|s| Sku::new(&format!("sku-{s}")).unwrap()).collect();
+        for sku in &skus {
+            engine
+                .submit_blocking(Request::SetStock { sku: sku.clone(), on_hand: 10, expected_version: None })
+                .unwrap();
+        }
+        let on_home =
+            skus.iter().find(|sku| engine.shard_of_sku(sku.as_str()) == home).expect("a SKU on the id's home");
+        let away = skus.iter().find(|sku| engine.shard_of_sku(sku.as_str()) != home).expect("a SKU on another shard");
+        let (wide, narrow) = (cart(id, &[on_home, away]), cart(id, &[on_home]));
+        let op = |request: &Request| engine.plan(request.clone()).unwrap().1;
+        let replies = futures::executor::block_on(engine.send_many(home, vec![op(&wide), op(&narrow)]));
+        assert!(replies[0].is_ok(), "{replies:?}");
+        assert_eq!(replies[1], Err(Rejection::Busy), "the narrow body waits for the cart");
+        let reserved = |sku: &Sku| engine.read_view().get(sku.as_str()).unwrap().reserved;
+        assert_eq!((reserved(on_home), reserved(away)), (1, 1), "only the cart is held");
+        // Retried once the cart is settled: the cart's answer, or a reused key.
+        assert!(matches!(engine.submit_blocking(wide), Ok(Reply::Held(Hold { replayed: true, .. }))));
+        assert_eq!(engine.submit_blocking(narrow), Err(Rejection::IdempotencyKeyReused));
+        futures::executor::block_on(engine.audit()).expect("invariants hold");
+    }
+}
