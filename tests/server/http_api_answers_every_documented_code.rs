@@ -382,3 +382,29 @@ async fn the_openapi_document_lists_exactly_the_routed_paths() {
     assert_eq!(code(&get(&mut c, "/v1/orders").await), "not_found");
     assert_eq!(code(&c.send(Method::DELETE, "/v1/skus/probe", None).await.unwrap()), "method_not_allowed");
 }
+
+/// A request whose body stops arriving runs out of time as the client's
+/// fault: 408 `request_timeout` (nothing was applied), not a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--request-timeout-ms", "300"]);
+    let mut stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    let head = "POST /v1/reservations HTTP/1.1\r\nhost: stockd\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    stream.write_all(format!("{head}{{\"id\": \"slow\", ").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("request_timeout") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed without an answer: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    });
+    read.await.expect("an answer within 30 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let mut c = server.connect(None).await;
+    assert_eq!(c.send(Method::GET, "/v1/reservations/slow", None).await.unwrap().status, StatusCode::NOT_FOUND);
+}

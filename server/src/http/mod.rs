@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod body_arrival;
 pub mod convert;
 pub mod error;
 pub mod json;
@@ -17,6 +18,7 @@ pub mod skus;
 pub mod types;
 
 use crate::http::auth::{Role, Tokens};
+use crate::http::body_arrival::BodyArrival;
 use crate::http::error::ApiError;
 use crate::http::metrics::Metrics;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -187,8 +189,14 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     // A debug span: free unless STOCKD_LOG asks for debug.
     let span = tracing::debug_span!("request", request_id = %request_id, method = %method, route = %route);
     let timeout = state.limits().request_timeout;
+    let (request, body) = BodyArrival::watch(request);
     let mut response = match tokio::time::timeout(timeout, next.run(request)).instrument(span.clone()).await {
         Ok(response) => response,
+        Err(_) if !body.complete() => {
+            let message =
+                format!("the request body did not arrive within {} ms; nothing was applied", timeout.as_millis());
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message).into_response()
+        }
         Err(_) => {
             let message = format!(
                 "no answer within {} ms; the outcome is unknown (a reservation can be retried with the same id)",
