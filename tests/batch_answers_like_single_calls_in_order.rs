@@ -1,19 +1,20 @@
 //! A batch answers each request as the same requests sent one at a time, in
 //! order, would be answered, whenever they depend on each other: a hold
 //! then its commit, a stock change then a hold or a read of that SKU, a
-//! cart then a read of one of its SKUs on another shard. Random batches
-//! over a few SKUs and ids on 3 shards (so many carts span shards) are sent
-//! to one engine as batches and to another one by one; every outcome and
-//! the final counts must be equal. Stock is ample, so holds by different
-//! ids never compete for the last units (the one case a batch leaves to
-//! the shards' timing, see `Engine::submit_batch`).
+//! cart then a read of one of its SKUs on another shard, more carts for one
+//! home than it takes at once. Random batches over a few SKUs and ids on 2
+//! to 4 shards (so many carts span shards) are sent to one engine as
+//! batches and to another one by one; every outcome and the final counts
+//! must be equal. Stock is ample, so holds by different ids never compete
+//! for the last units (the one case a batch leaves to the shards' timing,
+//! see `Engine::submit_batch`).
 
 use proptest::prelude::*;
 use std::sync::Arc;
 use stockd_engine::{CartLine, Engine, EngineConfig, ManualClock, Request, ReservationId, ReserveRequest, Sku};
 
-const SKUS: usize = 5;
-const IDS: usize = 4;
+const SKUS: usize = 6;
+const IDS: usize = 8;
 
 fn sku(n: usize) -> Sku {
     Sku::new(&format!("sku-{n}")).unwrap()
@@ -25,10 +26,8 @@ fn id(n: usize) -> ReservationId {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (0..SKUS, 1_000u64..2_000).prop_map(|(n, on_hand)| Request::SetStock {
-            sku: sku(n),
-            on_hand,
-            expected_version: None
+        (0..SKUS, 1_000u64..2_000, prop::option::of(0u64..4)).prop_map(|(n, on_hand, expected_version)| {
+            Request::SetStock { sku: sku(n), on_hand, expected_version }
         }),
         (0..SKUS, -5i64..5).prop_map(|(n, delta)| Request::AdjustStock { sku: sku(n), delta }),
         (0..SKUS).prop_map(|n| Request::GetSku { sku: sku(n) }),
@@ -42,8 +41,10 @@ fn request() -> impl Strategy<Value = Request> {
     ]
 }
 
-fn engine() -> Engine {
-    Engine::start(EngineConfig { shards: 3, ..EngineConfig::default() }, Arc::new(ManualClock::new(1_000_000)))
+/// `carts_max`: carts a home takes at once (small, so batches reach it).
+fn engine(shards: usize, carts_max: usize) -> Engine {
+    let config = EngineConfig { shards, pending_carts_max: carts_max, ..EngineConfig::default() };
+    Engine::start(config, Arc::new(ManualClock::new(1_000_000)))
 }
 
 /// Sequences to try: 300 by default, more with `STOCKD_BATCH_ORDER_CASES`.
@@ -57,8 +58,10 @@ proptest! {
     #[test]
     fn a_batch_answers_like_single_calls_in_order(
         batches in prop::collection::vec(prop::collection::vec(request(), 1..16), 1..4),
+        shards in 2usize..5,
+        carts_max in 1usize..3,
     ) {
-        let (batched, single) = (engine(), engine());
+        let (batched, single) = (engine(shards, carts_max), engine(shards, carts_max));
         // Every SKU but the last exists, with plenty of stock.
         for n in 0..SKUS - 1 {
             for engine in [&batched, &single] {

@@ -15,7 +15,9 @@
 //! order (the later waits for the earlier). Holds
 //! (and decisions) by different ids on one SKU do not depend on each other:
 //! they compete as concurrent single calls do, so a hot-SKU batch stays one
-//! wave. Keys are compared by hash; a collision only cuts a wave early.
+//! wave. Keys are compared by hash; a collision only cuts a wave early. A
+//! wave also holds no more carts spanning shards per home than a home
+//! takes at once (`pending_carts_max`).
 
 use crate::command::{Command, Query};
 use crate::shard::ClientOp;
@@ -79,6 +81,11 @@ pub(crate) struct Wave {
     decided_at: u64,
     /// The shards of the wave's stock changes and reads, as a bit set.
     exclusive_at: u64,
+    /// Carts spanning shards in the wave, by home: a home takes at most
+    /// `carts_max` at once (more would be `busy`, which one by one they
+    /// are not).
+    carts_at: Vec<usize>,
+    carts_max: usize,
 }
 
 /// The keys a request names: (its reservation id, its SKUs, whether it
@@ -105,8 +112,9 @@ fn keys(shard: usize, op: &ClientOp) -> (Option<u64>, SmallVec<[u64; 4]>, bool, 
 }
 
 impl Wave {
-    /// A wave for a batch of `requests` on `shard_count` shards.
-    pub(crate) fn new(shard_count: usize, requests: usize) -> Wave {
+    /// A wave for a batch of `requests` on `shard_count` shards, whose
+    /// homes hold at most `carts_max` carts at once.
+    pub(crate) fn new(shard_count: usize, requests: usize, carts_max: usize) -> Wave {
         let room = if shard_count == 1 { 0 } else { requests };
         Wave {
             one_shard: shard_count == 1,
@@ -114,6 +122,8 @@ impl Wave {
             skus: HashMap::with_capacity_and_hasher(room, Default::default()),
             decided_at: 0,
             exclusive_at: 0,
+            carts_at: vec![0; shard_count],
+            carts_max,
         }
     }
 
@@ -135,8 +145,13 @@ impl Wave {
         let others = !(1u64 << shard);
         let crosses_a_decision =
             (exclusive && self.decided_at & others != 0) || (decision && self.exclusive_at & others != 0);
-        if id_waits || sku_waits || crosses_a_decision {
+        let cart = matches!(op, ClientOp::ReserveCart(_));
+        let home_full = cart && self.carts_at[shard] >= self.carts_max;
+        if id_waits || sku_waits || crosses_a_decision || home_full {
             return false;
+        }
+        if cart {
+            self.carts_at[shard] += 1;
         }
         if decision {
             self.decided_at |= 1 << shard;
@@ -163,5 +178,6 @@ impl Wave {
         self.skus.clear();
         self.decided_at = 0;
         self.exclusive_at = 0;
+        self.carts_at.fill(0);
     }
 }

@@ -274,7 +274,7 @@ impl Engine {
         }
         let shard_count = self.clients.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
-        let mut wave = Wave::new(shard_count, requests.len());
+        let mut wave = Wave::new(shard_count, requests.len(), self.config.pending_carts_max);
         // The wave's requests, by shard: (ops, (position, expectation)).
         let new_wave = || -> WaveMessages { (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect() };
         let mut messages = new_wave();
