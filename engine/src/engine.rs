@@ -263,11 +263,12 @@ impl Engine {
     }
 
     /// Submits many requests and answers one outcome per request, in order.
-    /// Each is answered as if sent once the requests before it it depends on
-    /// (same reservation id; same SKU with a stock change) were answered;
-    /// the rest run at once, the requests for one shard as one queue
-    /// message (see `batch_order`). A batch is not a transaction: each
-    /// request succeeds or fails on its own.
+    /// Each is answered as if sent once the earlier requests it depends on
+    /// were answered (the same reservation id, the same SKU with a stock
+    /// change or read, ...: see `batch_order`); the rest run at once, the
+    /// requests for one shard as one queue message. Holds by different ids
+    /// on one SKU compete as concurrent calls do. A batch is not a
+    /// transaction: each request succeeds or fails on its own.
     pub async fn submit_batch(&self, requests: Vec<Request>) -> Vec<Outcome> {
         if requests.len() > BATCH_REQUESTS_MAX {
             return vec![Err(Rejection::BatchTooLarge); requests.len()];
