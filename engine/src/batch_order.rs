@@ -12,36 +12,19 @@
 //! message keeps their order). A commit or release may change SKUs on
 //! other shards than its home (a cart's parts), which its request does not
 //! name: it and a stock change or read on another shard keep their batch
-//! order (the later waits for the earlier). Holds
-//! (and decisions) by different ids on one SKU do not depend on each other:
-//! they compete as concurrent single calls do, so a hot-SKU batch stays one
-//! wave. Keys are compared by hash; a collision only cuts a wave early. A
+//! order (the later waits for the earlier). Holds (and decisions) by
+//! different ids on one SKU do not depend on each other: they compete as
+//! concurrent single calls do, so a hot-SKU batch stays one wave. Keys are compared by hash; a collision only cuts a wave early. A
 //! wave also holds no more carts spanning shards per home than a home
 //! takes at once (`pending_carts_max`).
 
 use crate::command::{Command, Query};
+use crate::hash::KeyHashHasher;
 use crate::shard::ClientOp;
 use smallvec::{smallvec, SmallVec};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
-/// The keys are XXH3 hashes already: the table uses them as they are.
-#[derive(Default)]
-struct KeyHashHasher(u64);
-
-impl Hasher for KeyHashHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 key hashes are hashed")
-    }
-
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-}
-
+/// Keyed by XXH3 key hashes, used as they are.
 type HashMap<V> = hashbrown::HashMap<u64, V, BuildHasherDefault<KeyHashHasher>>;
 
 /// Where a request is handled.

@@ -39,6 +39,7 @@
 //! ~0.3 ms on our disk; longer when queues are deep).
 
 use crate::command::{CartLine, Command, PartOutcome, PartReply, ReservationState, ReservePart};
+use crate::hash::KeyHashHasher;
 use crate::ids::ReservationId;
 use crate::limits::{CART_QUEUE_LEN_MAX, CART_RETENTION_MS_MIN};
 use crate::rejection::Rejection;
@@ -46,7 +47,7 @@ use crate::shard::{PeerMessage, Turn, Waiter};
 use crate::state::Notice;
 use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 /// A cart with lines away from its home, as the caller sends it to home.
 pub(crate) struct CartRequest {
@@ -301,23 +302,5 @@ impl ReservePart {
             home: self.home,
             participants: self.participants,
         }
-    }
-}
-
-/// Hashes a `ReservationId` by its cached key hash (it writes one `u64`).
-#[derive(Default)]
-pub(crate) struct KeyHashHasher(u64);
-
-impl Hasher for KeyHashHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, _bytes: &[u8]) {
-        unreachable!("ids hash as one u64")
-    }
-
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
     }
 }

@@ -10,6 +10,26 @@ pub fn key_hash(key: &str) -> u64 {
     xxh3_64(key.as_bytes())
 }
 
+/// A `Hasher` for keys that are already XXH3 hashes, or hash as one (a
+/// `ReservationId` writes its cached key hash): the table uses the hash
+/// as it is.
+#[derive(Default)]
+pub(crate) struct KeyHashHasher(u64);
+
+impl std::hash::Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _bytes: &[u8]) {
+        unreachable!("keys hash as one u64")
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
 /// The shard that owns `sku` among `shard_count`. Uses the high half of the
 /// hash so that, inside one shard, the low bits that pick a table bucket stay
 /// uniformly spread.

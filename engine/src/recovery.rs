@@ -184,12 +184,8 @@ pub(crate) fn replay_shard(
             let commands = || window.iter().map(|(_, _, command)| command);
             batch.warm(commands().filter_map(Command::reservation_id), commands().flat_map(Command::skus));
             for (lsn, at_ms, command) in window.drain(..) {
-                let before = batch.mutations();
-                // The outcome was sent to a caller when the command was
-                // logged; replay only needs the state change.
-                let _ = batch.apply(&command, at_ms);
-                if batch.mutations() == before {
-                    diverged.get_or_insert((lsn, format!("{command:?} changed nothing")));
+                if let Err(reason) = apply_logged(batch, &command, at_ms) {
+                    diverged.get_or_insert((lsn, reason));
                     return Err("replay diverged".to_owned());
                 }
                 now_ms = now_ms.max(at_ms);
@@ -236,6 +232,19 @@ pub(crate) fn replay_shard(
         holds: state.held_count(),
     };
     Ok(Replayed { state, tail: outcome.tail, now_ms, report })
+}
+
+/// Applies a logged command during replay. The outcome was sent to a
+/// caller when the command was logged; replay only needs the state change,
+/// and a logged command was accepted, so one that changes nothing means the
+/// log and the state disagree (the reason).
+pub(crate) fn apply_logged(batch: &mut Batch<'_>, command: &Command, at_ms: u64) -> Result<(), String> {
+    let before = batch.mutations();
+    let _ = batch.apply(command, at_ms);
+    if batch.mutations() == before {
+        return Err(format!("{command:?} changed nothing"));
+    }
+    Ok(())
 }
 
 /// The newest snapshot, restored, as (state, its file, its time); a new
@@ -298,9 +307,7 @@ fn reconcile(
         {
             let mut batch = replay.state.batch();
             for command in &commands {
-                let before = batch.mutations();
-                let _ = batch.apply(command, now_ms);
-                assert_ne!(batch.mutations(), before, "reconciling {command:?} changed nothing");
+                apply_logged(&mut batch, command, now_ms).expect("a reconciling command changes the state");
                 writer.append(|buffer| codec::encode(command, now_ms, buffer));
             }
         }

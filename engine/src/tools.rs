@@ -7,7 +7,7 @@
 
 use crate::codec;
 use crate::command::{Command, Query};
-use crate::recovery::{load_snapshot, replay_shard, RecoveryProgress, ShardRecovery};
+use crate::recovery::{apply_logged, load_snapshot, replay_shard, RecoveryProgress, ShardRecovery};
 use crate::snapshot::StateImage;
 use crate::state::ShardState;
 use crate::store::{recorded_shards, shard_dir, write_manifest, StoreError};
@@ -231,13 +231,9 @@ fn replay_bounded(
             if !within {
                 return Ok(ControlFlow::Break(()));
             }
-            // As at a start: a logged command was accepted when it was
-            // logged, so one that changes nothing means the log and the
-            // state disagree.
-            let before = batch.mutations();
-            let _ = batch.apply(&command, at_ms);
-            if batch.mutations() == before {
-                diverged = Some((record_lsn, format!("{command:?} changed nothing")));
+            // Checked as at a start.
+            if let Err(reason) = apply_logged(&mut batch, &command, at_ms) {
+                diverged = Some((record_lsn, reason));
                 return Err("replay diverged".into());
             }
             (lsn, now_ms) = (record_lsn, at_ms);
