@@ -4,7 +4,7 @@
 
 use crate::command::{CartLine, ReservationState};
 use crate::ids::{ReservationId, Sku};
-use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX, TTL_MS_MAX, TTL_MS_MIN};
+use crate::limits::{LINES_MAX, ON_HAND_MAX, QTY_MAX, TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN};
 use crate::read_view::SkuCounts;
 use crate::rejection::Rejection;
 
@@ -91,6 +91,24 @@ impl ReserveRequest {
             return Err(Rejection::TtlOutOfRange);
         }
         Ok(ttl_ms)
+    }
+}
+
+impl Request {
+    /// The limits a request must meet whatever the engine holds: what
+    /// `Engine::submit` refuses before any shard sees it. (An absent TTL is
+    /// the engine's default, which its configuration checked.) The server
+    /// asks this while recovery runs, so that bad input gets its 4xx then too.
+    pub fn check_limits(&self) -> Result<(), Rejection> {
+        match self {
+            Request::SetStock { on_hand, .. } => validate_stock(*on_hand),
+            Request::AdjustStock { delta, .. } => validate_stock(delta.unsigned_abs()),
+            Request::Reserve(request) => request.clone().validate(TTL_MS_DEFAULT).map(drop),
+            Request::Commit { .. }
+            | Request::Release { .. }
+            | Request::GetSku { .. }
+            | Request::GetReservation { .. } => Ok(()),
+        }
     }
 }
 

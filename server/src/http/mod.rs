@@ -30,7 +30,7 @@ use axum::Router;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use stockd_engine::Engine;
+use stockd_engine::{Engine, Outcome};
 use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -93,6 +93,19 @@ impl AppState {
 
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
         self.0.engine.get().ok_or_else(ApiError::not_ready)
+    }
+
+    /// Submits to the engine. While recovery runs, a request that breaks a
+    /// limit is answered with its rejection (a 4xx: it could never apply);
+    /// any other gets 503 `not_ready`.
+    pub async fn submit(&self, request: stockd_engine::Request) -> Result<Outcome, ApiError> {
+        match self.0.engine.get() {
+            Some(engine) => Ok(engine.submit(request).await),
+            None => match request.check_limits() {
+                Err(rejection) => Ok(Err(rejection)),
+                Ok(()) => Err(ApiError::not_ready()),
+            },
+        }
     }
 
     pub fn tokens(&self) -> &Tokens {
@@ -286,4 +299,80 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     let text = state.0.metrics.render(&state);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// What the router answers before recovery finished (no engine yet).
+    async fn answer(method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let (router, _) = router(AppState::new(Tokens::new(&[]), HttpLimits::default()));
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .expect("a valid request");
+        let response = router.oneshot(request).await.expect("the router answers");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("the body arrives");
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// While recovery runs the server is alive but not ready, and every
+    /// request that needs the engine is 503 `not_ready`, except bad input,
+    /// which gets the same 4xx it gets once ready: retrying it cannot help.
+    #[tokio::test]
+    async fn while_recovering_bad_input_is_a_4xx_and_the_rest_not_ready() {
+        assert_eq!(answer("GET", "/healthz", "").await.0, StatusCode::OK);
+        let not_ready = (StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+        let error =
+            |(status, body): (StatusCode, serde_json::Value)| (status, body["error"].as_str().unwrap().to_owned());
+        let cases = [
+            ("GET", "/readyz", "", not_ready),
+            ("POST", "/v1/reservations", r#"{"id":"r","lines":[{"sku":"a","qty":1}]}"#, not_ready),
+            ("POST", "/v1/reservations/r/commit", "", not_ready),
+            ("POST", "/v1/reservations/r/release", "", not_ready),
+            ("GET", "/v1/reservations/r", "", not_ready),
+            ("PUT", "/v1/skus/a", r#"{"on_hand":5}"#, not_ready),
+            ("POST", "/v1/skus/a/adjust", r#"{"delta":-5}"#, not_ready),
+            ("POST", "/v1/batch", r#"{"ops":[{"op":"get_sku","sku":"a"}]}"#, not_ready),
+            (
+                "POST",
+                "/v1/reservations",
+                r#"{"id":"r","lines":[{"sku":"a","qty":1},{"sku":"a","qty":2}]}"#,
+                (StatusCode::UNPROCESSABLE_ENTITY, "duplicate_sku"),
+            ),
+            (
+                "POST",
+                "/v1/reservations",
+                r#"{"id":"r","lines":[{"sku":"a","qty":1}],"ttl_ms":5}"#,
+                (StatusCode::UNPROCESSABLE_ENTITY, "ttl_out_of_range"),
+            ),
+            (
+                "POST",
+                "/v1/reservations",
+                r#"{"id":"r","lines":[]}"#,
+                (StatusCode::UNPROCESSABLE_ENTITY, "lines_out_of_range"),
+            ),
+            (
+                "PUT",
+                "/v1/skus/a",
+                r#"{"on_hand":2199023255553}"#,
+                (StatusCode::UNPROCESSABLE_ENTITY, "on_hand_too_large"),
+            ),
+            (
+                "POST",
+                "/v1/skus/a/adjust",
+                r#"{"delta":-2199023255553}"#,
+                (StatusCode::UNPROCESSABLE_ENTITY, "on_hand_too_large"),
+            ),
+        ];
+        for (method, uri, body, (status, code)) in cases {
+            assert_eq!(error(answer(method, uri, body).await), (status, code.to_owned()), "{method} {uri} {body}");
+        }
+    }
 }

@@ -26,7 +26,7 @@ use stockd_engine::Request;
 pub async fn reserve(State(state): State<AppState>, AppJson(body): AppJson<ReserveBody>) -> Result<Response, ApiError> {
     let ReserveBody { id, lines, ttl_ms } = body;
     let (request, lines) = convert::reserve(&id, lines, ttl_ms)?;
-    let outcome = state.engine()?.submit(request).await;
+    let outcome = state.submit(request).await?;
     let (status, body, replayed) = convert::answer_reserve(id, lines, outcome)?;
     Ok(held_response(status, body, replayed))
 }
@@ -55,7 +55,7 @@ pub async fn commit(
     let id = convert::reservation_id(&path?.0)?;
     // The order is accepted for the coming order sink; it is not stored yet.
     drop(body.0);
-    let outcome = state.engine()?.submit(Request::Commit { id }).await;
+    let outcome = state.submit(Request::Commit { id }).await?;
     Ok(Json(convert::answer_decision(outcome)?))
 }
 
@@ -74,7 +74,7 @@ pub async fn release(
     _empty: OptionalJson<ReleaseBody>,
 ) -> Result<Json<DecisionBody>, ApiError> {
     let id = convert::reservation_id(&path?.0)?;
-    let outcome = state.engine()?.submit(Request::Release { id }).await;
+    let outcome = state.submit(Request::Release { id }).await?;
     Ok(Json(convert::answer_decision(outcome)?))
 }
 
@@ -87,6 +87,6 @@ pub async fn get_reservation(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ReservationBody>, ApiError> {
     let id = convert::reservation_id(&path?.0)?;
-    let outcome = state.engine()?.submit(Request::GetReservation { id }).await;
+    let outcome = state.submit(Request::GetReservation { id }).await?;
     Ok(Json(convert::answer_reservation(outcome)?))
 }

@@ -27,7 +27,7 @@ pub async fn set_stock(
     let sku = convert::sku(&path?.0)?;
     let request =
         Request::SetStock { sku: sku.clone(), on_hand: body.on_hand, expected_version: body.expected_version };
-    let outcome = state.engine()?.submit(request).await;
+    let outcome = state.submit(request).await?;
     Ok(Json(convert::answer_sku(&sku, outcome)?))
 }
 
@@ -46,7 +46,7 @@ pub async fn adjust(
     AppJson(body): AppJson<AdjustBody>,
 ) -> Result<Json<SkuBody>, ApiError> {
     let sku = convert::sku(&path?.0)?;
-    let outcome = state.engine()?.submit(Request::AdjustStock { sku: sku.clone(), delta: body.delta }).await;
+    let outcome = state.submit(Request::AdjustStock { sku: sku.clone(), delta: body.delta }).await?;
     Ok(Json(convert::answer_sku(&sku, outcome)?))
 }
 
