@@ -1,21 +1,22 @@
 //! Point-in-time recovery (`tools::replay_into`) over several shards: a cut
 //! by time keeps a cart that spans shards whole (held everywhere, or sold
 //! everywhere once the new directory starts), and a cut by LSN, which is a
-//! different moment on each shard, is refused.
+//! different moment on each shard, is refused. It stays whole when the
+//! shards read different times from the clock (as after a clock step back).
 
 use std::path::Path;
 use std::sync::Arc;
 use stockd_engine::tools::{replay_into, ReplayBound};
 use stockd_engine::{
-    CartLine, Engine, EngineConfig, ManualClock, Reply, Request, ReservationId, ReservationState, ReserveRequest, Sku,
-    StoreConfig, StoreError,
+    CartLine, Clock, Engine, EngineConfig, ManualClock, Reply, Request, ReservationId, ReservationState,
+    ReserveRequest, Sku, StoreConfig, StoreError,
 };
 use stockd_wal::{MemStorage, Storage};
 
 const SHARDS: usize = 3;
 const SKUS: usize = 9;
 
-fn open(storage: &Arc<MemStorage>, dir: &str, clock: &Arc<ManualClock>) -> Engine {
+fn open(storage: &Arc<MemStorage>, dir: &str, clock: &Arc<impl Clock>) -> Engine {
     let segment_bytes_max = stockd_wal::SEGMENT_BYTES_MIN;
     let store = StoreConfig { storage: storage.clone(), lock: false, segment_bytes_max, ..StoreConfig::new(dir) };
     let config = EngineConfig { shards: SHARDS, ..EngineConfig::default() };
@@ -86,4 +87,59 @@ fn a_cut_by_time_keeps_carts_whole_and_a_cut_by_lsn_is_refused() {
     assert_eq!(counts(&sold), vec![(9, 0); SKUS]);
     assert_eq!(state_of(&sold, "first"), Some(ReservationState::Committed));
     futures::executor::block_on(sold.audit()).expect("invariants hold");
+}
+
+/// A clock each shard thread reads `SKEW_MS` later than the one before:
+/// shard `k` sees `base + k * SKEW_MS`. What a clock stepped back does to
+/// shards that read it on either side of the step, every time.
+struct SkewedClock {
+    base: ManualClock,
+}
+
+const SKEW_MS: u64 = 5_000;
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        let thread = std::thread::current();
+        let shard = thread.name().and_then(|name| name.strip_prefix("stockd-shard-")).map_or(0, |k| k.parse().unwrap());
+        self.base.now_ms() + shard * SKEW_MS
+    }
+}
+
+#[test]
+fn a_cut_by_time_keeps_carts_whole_when_the_shards_read_different_times() {
+    const BASE_MS: u64 = 1_000_000;
+    let storage = MemStorage::new();
+    let clock = Arc::new(SkewedClock { base: ManualClock::new(BASE_MS) });
+    let engine = open(&storage, "/data", &clock);
+    for i in 0..SKUS {
+        engine.submit_blocking(Request::SetStock { sku: sku(i), on_hand: 10, expected_version: None }).unwrap();
+    }
+    let stocked_ms = BASE_MS + SHARDS as u64 * SKEW_MS;
+    clock.base.advance_ms(20_000);
+    assert!(matches!(engine.submit_blocking(wide_cart("cart")), Ok(Reply::Held(_))));
+    clock.base.advance_ms(20_000);
+    let commit = Request::Commit { id: ReservationId::new("cart").unwrap() };
+    assert_eq!(engine.submit_blocking(commit.clone()), Ok(Reply::Committed));
+    engine.shutdown();
+    drop(engine);
+
+    // Every cut from when all stock is set to past the last shard's commit.
+    let mut seen = std::collections::BTreeSet::new();
+    for cut_ms in (stocked_ms..BASE_MS + 40_000 + (SHARDS as u64 + 1) * SKEW_MS).step_by(500) {
+        let target = format!("/cut-{cut_ms}");
+        replay_into(storage.as_ref(), Path::new("/data"), Path::new(&target), ReplayBound::TimeMs(cut_ms)).unwrap();
+        let cut = open(&storage, &target, &clock);
+        let state = state_of(&cut, "cart");
+        let whole = match state {
+            None => (10, 0),
+            Some(ReservationState::Held) => (10, 1),
+            Some(ReservationState::Committed) => (9, 0),
+            Some(other) => panic!("cut at {cut_ms}: the cart is {other:?}"),
+        };
+        assert_eq!(counts(&cut), vec![whole; SKUS], "cut at {cut_ms}: the cart is {state:?} on its home shard");
+        futures::executor::block_on(cut.audit()).expect("invariants hold");
+        seen.insert(whole);
+    }
+    assert_eq!(seen.len(), 3, "cuts before the cart, while it is held, and after its commit");
 }

@@ -23,7 +23,7 @@ use crate::limits::{
 use crate::read_view::ReadView;
 use crate::rejection::Rejection;
 use crate::request::{validate_stock, Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
-use crate::shard::{self, ClientMessage, ClientOp, CompletionTarget, Durability, InMemory, PeerMessage, ShardContext};
+use crate::shard::{self, ClientMessage, ClientOp, CompletionTarget, Durability, InMemory, PeerMail, ShardContext};
 use crate::state::{ShardConfig, ShardState};
 use crate::stats::ShardStats;
 use crate::store::DirLock;
@@ -128,7 +128,7 @@ impl Engine {
         assert_eq!(states.len(), config.shards);
         let (clients, client_inboxes): (Vec<_>, Vec<_>) =
             (0..config.shards).map(|_| crossbeam_channel::bounded(config.queue_len_max)).unzip();
-        let (peers, peer_inboxes): (Vec<Sender<Vec<PeerMessage>>>, Vec<_>) =
+        let (peers, peer_inboxes): (Vec<Sender<PeerMail>>, Vec<_>) =
             (0..config.shards).map(|_| crossbeam_channel::unbounded()).unzip();
         let mut threads = Vec::with_capacity(config.shards);
         let mut indexes = Vec::with_capacity(config.shards);

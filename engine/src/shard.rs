@@ -116,6 +116,25 @@ pub(crate) enum PeerMessage {
     Settled { id: ReservationId },
 }
 
+/// What one shard sends another after a batch: the messages, and the
+/// sender's shard time. The receiver's time moves up to it, so that each
+/// step of the cart protocol is stamped no earlier than the step that caused
+/// it, whatever the clock does between the threads' readings (a clock
+/// stepped back, or read on each side of a tick): a cut by time then keeps
+/// every cart whole (see `tools::replay_into`).
+pub(crate) struct PeerMail {
+    pub sent_at_ms: u64,
+    pub messages: Vec<PeerMessage>,
+}
+
+impl PeerMail {
+    /// Takes the messages into `peers`, and the sender's time into `now_ms`.
+    fn receive(self, peers: &mut Vec<PeerMessage>, now_ms: &mut u64) {
+        *now_ms = (*now_ms).max(self.sent_at_ms);
+        peers.extend(self.messages);
+    }
+}
+
 /// Who waits for an outcome that may come a few batches later.
 pub(crate) enum Waiter {
     One(oneshot::Sender<PartOutcome>),
@@ -183,6 +202,8 @@ pub(crate) struct Completion {
     pub many_replies: Vec<(oneshot::Sender<Vec<PartOutcome>>, Vec<PartOutcome>)>,
     /// Messages for each shard, by shard index.
     pub peer_out: Vec<Vec<PeerMessage>>,
+    /// The shard time of the batch that sent them.
+    pub sent_at_ms: u64,
     /// A snapshot of the state after this batch, to write once it is durable.
     pub snapshot: Option<SnapshotJob>,
 }
@@ -215,7 +236,7 @@ impl Completion {
             if !messages.is_empty() {
                 // A stopped peer has dropped its inbox; recovery finishes
                 // whatever it was told.
-                let _ = peer.send(std::mem::take(messages));
+                let _ = peer.send(PeerMail { sent_at_ms: self.sent_at_ms, messages: std::mem::take(messages) });
             }
         }
         // A caller that stopped waiting dropped its receiver; nothing to do.
@@ -249,7 +270,7 @@ impl Completion {
 #[derive(Clone)]
 pub(crate) struct CompletionTarget {
     pub index: SharedSkuIndex,
-    pub peers: Vec<Sender<Vec<PeerMessage>>>,
+    pub peers: Vec<Sender<PeerMail>>,
 }
 
 /// How a shard makes its batches durable before their completion runs.
@@ -307,7 +328,7 @@ impl Durability for InMemory {
 /// What a shard thread is given.
 pub(crate) struct ShardContext {
     pub client_inbox: Receiver<ClientMessage>,
-    pub peer_inbox: Receiver<Vec<PeerMessage>>,
+    pub peer_inbox: Receiver<PeerMail>,
     pub clock: Arc<dyn Clock>,
     pub batch_len_max: usize,
     pub retention_ms: u64,
@@ -354,6 +375,7 @@ impl Turn<'_, '_> {
     }
 
     pub fn send(&mut self, shard: u16, message: PeerMessage) {
+        self.done.sent_at_ms = self.now_ms;
         self.done.peer_out[usize::from(shard)].push(message);
     }
 
@@ -398,9 +420,9 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
         // and spinning through the copy would take a core from the HTTP
         // workers).
         let idle = Duration::from_millis(if state.is_capturing() { CAPTURE_IDLE_MS } else { IDLE_TICK_MS });
-        wait_for_work(&client_inbox, &peer_inbox, idle, &mut clients, &mut peers, &mut stopping);
-        while let Ok(messages) = peer_inbox.try_recv() {
-            peers.extend(messages);
+        wait_for_work(&client_inbox, &peer_inbox, idle, &mut clients, (&mut peers, &mut now_ms), &mut stopping);
+        while let Ok(mail) = peer_inbox.try_recv() {
+            mail.receive(&mut peers, &mut now_ms);
         }
         let mut op_count: usize = clients.iter().map(ClientMessage::op_count).sum();
         while op_count < batch_len_max {
@@ -408,7 +430,8 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
             op_count += message.op_count();
             clients.push(message);
         }
-        // Shard time never goes backwards, whatever the clock does.
+        // Shard time never goes backwards, whatever the clock does (and
+        // never behind a peer's mail taken above: `PeerMail`).
         now_ms = now_ms.max(clock.now_ms());
         let failure = durability.failure();
         {
@@ -515,10 +538,10 @@ pub(crate) fn run(mut state: ShardState, context: ShardContext) {
 /// waiting.
 fn wait_for_work(
     client_inbox: &Receiver<ClientMessage>,
-    peer_inbox: &Receiver<Vec<PeerMessage>>,
+    peer_inbox: &Receiver<PeerMail>,
     idle: Duration,
     clients: &mut Vec<ClientMessage>,
-    peers: &mut Vec<PeerMessage>,
+    (peers, now_ms): (&mut Vec<PeerMessage>, &mut u64),
     stopping: &mut bool,
 ) {
     if !client_inbox.is_empty() || !peer_inbox.is_empty() || *stopping {
@@ -529,10 +552,10 @@ fn wait_for_work(
             Ok(message) => clients.push(message),
             Err(_) => *stopping = true,
         },
-        recv(peer_inbox) -> messages => {
+        recv(peer_inbox) -> mail => {
             // Every shard holds a sender to every inbox, its own included,
             // so this inbox never disconnects while the shard runs.
-            peers.extend(messages.expect("a shard holds a sender to its own peer inbox"));
+            mail.expect("a shard holds a sender to its own peer inbox").receive(peers, now_ms);
         },
         default(idle) => {},
     }

@@ -142,8 +142,8 @@ pub enum ReplayBound {
 /// LSN it stopped at.
 ///
 /// A cut by time is consistent: a cart's parts are held before its home
-/// part and decided after it, so (on a wall clock that never stepped back)
-/// a time that keeps home's hold keeps every part's, and starting a server
+/// part and decided after it, in shard time too (see `shard::PeerMail`),
+/// so a time that keeps home's hold keeps every part's, and starting a server
 /// on `target` finishes any decision the cut left half heard. A cut by LSN
 /// is refused when there is more than one shard: each shard numbers its own
 /// records, so one LSN is a different moment on each, and could keep a home
