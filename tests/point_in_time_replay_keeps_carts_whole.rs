@@ -89,44 +89,76 @@ fn a_cut_by_time_keeps_carts_whole_and_a_cut_by_lsn_is_refused() {
     futures::executor::block_on(sold.audit()).expect("invariants hold");
 }
 
-/// A clock each shard thread reads `SKEW_MS` later than the one before:
-/// shard `k` sees `base + k * SKEW_MS`. What a clock stepped back does to
+/// A clock each shard thread reads `SKEW_MS` apart from the next: shard
+/// `k` sees `base + k * SKEW_MS`, or with `descending`
+/// `base + (SHARDS - 1 - k) * SKEW_MS`. What a clock stepped back does to
 /// shards that read it on either side of the step, every time.
 struct SkewedClock {
     base: ManualClock,
+    descending: bool,
 }
 
 const SKEW_MS: u64 = 5_000;
 
-impl Clock for SkewedClock {
-    fn now_ms(&self) -> u64 {
-        let thread = std::thread::current();
-        let shard = thread.name().and_then(|name| name.strip_prefix("stockd-shard-")).map_or(0, |k| k.parse().unwrap());
-        self.base.now_ms() + shard * SKEW_MS
+impl SkewedClock {
+    fn skew_of(&self, shard: usize) -> u64 {
+        let rank = if self.descending { SHARDS - 1 - shard } else { shard };
+        rank as u64 * SKEW_MS
     }
 }
 
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        let thread = std::thread::current();
+        let shard = thread.name().and_then(|name| name.strip_prefix("stockd-shard-")).map(|k| k.parse().unwrap());
+        self.base.now_ms() + shard.map_or(0, |shard| self.skew_of(shard))
+    }
+}
+
+/// With the shards' clocks ascending, some part reads a later time than
+/// the cart's home when it is held; descending, some part reads an earlier
+/// time when home's commit reaches it (the cart has a line on every shard,
+/// so whichever shard is home, one of the two runs has a part ahead of it
+/// and the other a part behind it). Without the mail's time, a part's hold
+/// would be stamped after home's, or a part's commit before home's, and a
+/// cut between them would split the cart.
 #[test]
 fn a_cut_by_time_keeps_carts_whole_when_the_shards_read_different_times() {
-    const BASE_MS: u64 = 1_000_000;
+    let (mut part_ahead, mut part_behind) = (false, false);
+    for descending in [false, true] {
+        let (ahead, behind) = cuts_keep_the_cart_whole(SkewedClock { base: ManualClock::new(1_000_000), descending });
+        part_ahead |= ahead;
+        part_behind |= behind;
+    }
+    assert!(part_ahead && part_behind, "a part read a later time than home in one run, an earlier one in another");
+}
+
+/// Whether some part's shard read a later and some an earlier time than the
+/// cart's home.
+fn cuts_keep_the_cart_whole(clock: SkewedClock) -> (bool, bool) {
+    let base_ms = clock.base.now_ms();
+    let clock = Arc::new(clock);
     let storage = MemStorage::new();
-    let clock = Arc::new(SkewedClock { base: ManualClock::new(BASE_MS) });
     let engine = open(&storage, "/data", &clock);
+    let home = usize::from(engine.home_of(&ReservationId::new("cart").unwrap()));
+    let parts: Vec<u64> = (0..SHARDS).filter(|&shard| shard != home).map(|shard| clock.skew_of(shard)).collect();
+    let ahead = parts.iter().any(|&skew| skew > clock.skew_of(home));
+    let behind = parts.iter().any(|&skew| skew < clock.skew_of(home));
     for i in 0..SKUS {
         engine.submit_blocking(Request::SetStock { sku: sku(i), on_hand: 10, expected_version: None }).unwrap();
     }
-    let stocked_ms = BASE_MS + SHARDS as u64 * SKEW_MS;
+    let stocked_ms = base_ms + SHARDS as u64 * SKEW_MS;
     clock.base.advance_ms(20_000);
     assert!(matches!(engine.submit_blocking(wide_cart("cart")), Ok(Reply::Held(_))));
     clock.base.advance_ms(20_000);
     let commit = Request::Commit { id: ReservationId::new("cart").unwrap() };
-    assert_eq!(engine.submit_blocking(commit.clone()), Ok(Reply::Committed));
+    assert_eq!(engine.submit_blocking(commit), Ok(Reply::Committed));
     engine.shutdown();
     drop(engine);
 
     // Every cut from when all stock is set to past the last shard's commit.
     let mut seen = std::collections::BTreeSet::new();
-    for cut_ms in (stocked_ms..BASE_MS + 40_000 + (SHARDS as u64 + 1) * SKEW_MS).step_by(500) {
+    for cut_ms in (stocked_ms..base_ms + 40_000 + (SHARDS as u64 + 1) * SKEW_MS).step_by(500) {
         let target = format!("/cut-{cut_ms}");
         replay_into(storage.as_ref(), Path::new("/data"), Path::new(&target), ReplayBound::TimeMs(cut_ms)).unwrap();
         let cut = open(&storage, &target, &clock);
@@ -142,4 +174,5 @@ fn a_cut_by_time_keeps_carts_whole_when_the_shards_read_different_times() {
         seen.insert(whole);
     }
     assert_eq!(seen.len(), 3, "cuts before the cart, while it is held, and after its commit");
+    (ahead, behind)
 }

@@ -18,7 +18,7 @@ use crate::hash::{cart_fingerprint, shard_of};
 use crate::ids::ReservationId;
 use crate::limits::{
     BATCH_LEN_MAX_DEFAULT, BATCH_REQUESTS_MAX, CAPTURE_SLICE_DEFAULT, PENDING_CARTS_MAX_DEFAULT, QUEUE_LEN_MAX_DEFAULT,
-    RETENTION_MS_DEFAULT, SHARDS_MAX, TTL_MS_DEFAULT,
+    RETENTION_MS_DEFAULT, SHARDS_MAX, TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
 };
 use crate::read_view::ReadView;
 use crate::rejection::Rejection;
@@ -77,6 +77,11 @@ impl EngineConfig {
         let sizes = [self.queue_len_max, self.batch_len_max, self.pending_carts_max, self.capture_slice];
         assert!(sizes.iter().all(|&size| size > 0), "{self:?}");
         assert!(self.retention_ms > 0, "retention must be at least 1 ms");
+        let ttl = self.ttl_ms_default;
+        assert!(
+            (TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl),
+            "the default TTL must be {TTL_MS_MIN}..={TTL_MS_MAX} ms, got {ttl}"
+        );
     }
 }
 

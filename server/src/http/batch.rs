@@ -2,7 +2,8 @@
 //! through the engine's batched API (one queue message per shard), one
 //! result per op, in order. Each op is parsed and authorised on its own (a
 //! forbidden op is 403 however malformed): a bad op gets the 4xx its
-//! endpoint would give and the others still run.
+//! endpoint would give and the others still run. Until recovery finished
+//! the whole batch is 503 `not_ready`.
 
 use crate::http::auth::{forbidden, Caller, Role};
 use crate::http::convert;
