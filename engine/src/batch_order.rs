@@ -14,9 +14,10 @@
 //! name: it and a stock change or read on another shard keep their batch
 //! order (the later waits for the earlier). Holds (and decisions) by
 //! different ids on one SKU do not depend on each other: they compete as
-//! concurrent single calls do, so a hot-SKU batch stays one wave. Keys are compared by hash; a collision only cuts a wave early. A
-//! wave also holds no more carts spanning shards per home than a home
-//! takes at once (`pending_carts_max`).
+//! concurrent single calls do, so a hot-SKU batch stays one wave. Keys
+//! are compared by hash; a collision only cuts a wave early. A wave also
+//! holds no more carts spanning shards per home than a home takes at once
+//! (`pending_carts_max`).
 
 use crate::command::{Command, Query};
 use crate::hash::KeyHashHasher;
