@@ -103,8 +103,32 @@ pub(crate) struct StoreHandles {
     pub data_dir: PathBuf,
 }
 
-/// A batch wave's requests by shard: (ops, (position in the batch, expectation)).
-type WaveMessages = Vec<(Vec<ClientOp>, Vec<(usize, Expect)>)>;
+/// Requests of a batch a shard gets in one queue message at most: the
+/// shard starts on the first chunk while the caller plans the rest, and
+/// the caller reads the first answers while the shard applies the rest.
+/// Measured (one caller, 4,096-request batches, no WAL): +10-12 % with
+/// 256 or 1,024; with four callers 256 lost 2-4 % to the extra wake-ups
+/// and 1,024 nothing. A `/v1/batch` (at most 1,000) stays one message.
+const BATCH_CHUNK: usize = 1_024;
+
+/// A batch wave's requests on their way: each shard's requests are sent a
+/// chunk (`BATCH_CHUNK`) at a time as they are planned.
+struct WaveSend {
+    /// By shard: requests not yet sent, and what each answers.
+    open: Vec<(Vec<ClientOp>, Answers)>,
+    /// Chunks sent, with what each of their requests answers.
+    sent: Vec<(Dispatched, Answers)>,
+}
+
+/// For each request of a message: (its position in the batch, how to read
+/// its answer).
+type Answers = Vec<(usize, Expect)>;
+
+/// A queue message sent, or refused before it reached the shard.
+enum Dispatched {
+    Sent(oneshot::Receiver<Vec<PartOutcome>>),
+    Refused(Rejection),
+}
 
 /// How to read a shard's answer as the request's outcome.
 enum Expect {
@@ -271,7 +295,8 @@ impl Engine {
     /// Each is answered as if sent once the earlier requests it depends on
     /// were answered (the same reservation id, the same SKU with a stock
     /// change or read, ...: see `batch_order`); the rest run at once, the
-    /// requests for one shard as one queue message. Holds by different ids
+    /// requests for one shard as one queue message per `BATCH_CHUNK` (a
+    /// full queue refuses that message's requests `Busy`). Holds by different ids
     /// on one SKU compete as concurrent calls do. A batch is not a
     /// transaction: each request succeeds or fails on its own.
     pub async fn submit_batch(&self, requests: Vec<Request>) -> Vec<Outcome> {
@@ -281,39 +306,48 @@ impl Engine {
         let shard_count = self.clients.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
         let mut wave = Wave::new(shard_count, requests.len(), self.config.pending_carts_max);
-        // The wave's requests, by shard: (ops, (position, expectation)).
-        let new_wave = || -> WaveMessages { (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect() };
-        let mut messages = new_wave();
+        let mut send =
+            WaveSend { open: (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect(), sent: Vec::new() };
         for (position, request) in requests.into_iter().enumerate() {
             match self.plan(request) {
                 Ok((shard, op, expect)) => {
                     if !wave.try_add(shard, &op) {
-                        self.run_wave(std::mem::replace(&mut messages, new_wave()), &mut outcomes).await;
+                        self.finish_wave(&mut send, &mut outcomes).await;
                         wave.clear();
                         assert!(wave.try_add(shard, &op), "an empty wave takes any request");
                     }
-                    messages[shard].0.push(op);
-                    messages[shard].1.push((position, expect));
+                    let (ops, expects) = &mut send.open[shard];
+                    ops.push(op);
+                    expects.push((position, expect));
+                    if ops.len() == BATCH_CHUNK {
+                        self.send_chunk(&mut send, shard);
+                    }
                 }
                 Err(rejection) => outcomes[position] = Some(Err(rejection)),
             }
         }
-        self.run_wave(messages, &mut outcomes).await;
+        self.finish_wave(&mut send, &mut outcomes).await;
         outcomes.into_iter().map(|outcome| outcome.expect("every request was answered")).collect()
     }
 
-    /// Sends a wave, one message per shard, and fills in its outcomes.
-    async fn run_wave(&self, messages: WaveMessages, outcomes: &mut [Option<Outcome>]) {
-        let mut sent = Vec::new();
-        let mut expects = Vec::new();
-        for (shard, (ops, shard_expects)) in messages.into_iter().enumerate().filter(|(_, (ops, _))| !ops.is_empty()) {
-            sent.push(self.send_many(shard, ops));
-            expects.push(shard_expects);
+    /// Sends `shard`'s open requests of the wave as one message.
+    fn send_chunk(&self, send: &mut WaveSend, shard: usize) {
+        let (ops, expects) = std::mem::take(&mut send.open[shard]);
+        send.sent.push((self.dispatch(shard, ops), expects));
+    }
+
+    /// Sends what is left of a wave, waits for every answer, fills in its
+    /// outcomes, and leaves `send` empty for the next wave.
+    async fn finish_wave(&self, send: &mut WaveSend, outcomes: &mut [Option<Outcome>]) {
+        for shard in 0..send.open.len() {
+            if !send.open[shard].0.is_empty() {
+                self.send_chunk(send, shard);
+            }
         }
-        let replies = join_all(sent).await;
         let mut follow_ups = Vec::new();
-        for (shard_replies, shard_expects) in replies.into_iter().zip(expects) {
-            for (reply, (position, expect)) in shard_replies.into_iter().zip(shard_expects) {
+        for (dispatched, expects) in send.sent.drain(..) {
+            let replies = Self::answers(dispatched, expects.len()).await;
+            for (reply, (position, expect)) in replies.into_iter().zip(expects) {
                 match expect {
                     // A cross-shard reservation also needs its other parts' lines.
                     Expect::Reservation { id } if is_multi_part(&reply) => follow_ups.push((position, id, reply)),
@@ -476,14 +510,27 @@ impl Engine {
 
     async fn send_many(&self, shard: usize, ops: Vec<ClientOp>) -> Vec<PartOutcome> {
         let count = ops.len();
+        Self::answers(self.dispatch(shard, ops), count).await
+    }
+
+    /// Puts `ops` in `shard`'s queue as one message, or says why not.
+    fn dispatch(&self, shard: usize, ops: Vec<ClientOp>) -> Dispatched {
         if self.closed.load(Ordering::Relaxed) {
-            return vec![Err(Rejection::ShuttingDown); count];
+            return Dispatched::Refused(Rejection::ShuttingDown);
         }
         let (reply, answer) = oneshot::channel();
         match self.clients[shard].try_send(ClientMessage::Many { ops, reply }) {
-            Ok(()) => answer.await.unwrap_or_else(|_| vec![Err(Rejection::ShuttingDown); count]),
-            Err(TrySendError::Full(_)) => vec![Err(Rejection::Busy); count],
-            Err(TrySendError::Disconnected(_)) => vec![Err(Rejection::ShuttingDown); count],
+            Ok(()) => Dispatched::Sent(answer),
+            Err(TrySendError::Full(_)) => Dispatched::Refused(Rejection::Busy),
+            Err(TrySendError::Disconnected(_)) => Dispatched::Refused(Rejection::ShuttingDown),
+        }
+    }
+
+    /// The `count` outcomes of a dispatched message.
+    async fn answers(dispatched: Dispatched, count: usize) -> Vec<PartOutcome> {
+        match dispatched {
+            Dispatched::Sent(answer) => answer.await.unwrap_or_else(|_| vec![Err(Rejection::ShuttingDown); count]),
+            Dispatched::Refused(rejection) => vec![Err(rejection); count],
         }
     }
 
