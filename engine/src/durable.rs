@@ -64,7 +64,6 @@ impl Failure {
 /// What a logged shard is given.
 pub(crate) struct LogSetup {
     pub writer: LogWriter,
-    pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
     pub fsync: FsyncPolicy,
     pub snapshot_every_bytes: u64,
@@ -116,7 +115,7 @@ struct SyncJob {
 
 impl Logged {
     pub(crate) fn start(setup: LogSetup, shard: u16, target: CompletionTarget, stats: Arc<ShardStats>) -> Logged {
-        let LogSetup { writer, storage, dir, fsync, snapshot_every_bytes, failure, retain_from_lsn } = setup;
+        let LogSetup { writer, dir, fsync, snapshot_every_bytes, failure, retain_from_lsn } = setup;
         let shard_count = target.peers.len();
         let (jobs, job_inbox) = crossbeam_channel::bounded(SYNC_QUEUE_LEN_MAX);
         let (recycle, recycled) = crossbeam_channel::bounded(8);
@@ -135,7 +134,9 @@ impl Logged {
         let recycle_bytes = options.spare_segments.then_some(options.segment_bytes_max);
         let snapshotter = {
             let writer = SnapshotWriter {
-                storage,
+                // Its directory syncs and the log's exclude each other, and
+                // a failure of either stops both (see `stockd_wal::writer`).
+                storage: writer.gated_storage(),
                 dir,
                 shard,
                 failure: Arc::clone(&failure),

@@ -118,7 +118,6 @@ impl Engine {
         let engine = Engine::launch(config, clock, states, now_ms, |shard, target, stats| {
             let setup = LogSetup {
                 writer: writers[shard].take().expect("one writer per shard"),
-                storage: Arc::clone(&storage),
                 dir: shard_dir(&store.data_dir, shard),
                 fsync: store.fsync,
                 snapshot_every_bytes: store.snapshot_every_bytes,

@@ -16,7 +16,8 @@
 //! call fail, and every later one (a dead disk); `fail_sync_once()` makes
 //! the next sync fail and drop the file's dirty pages while later syncs
 //! succeed, as Linux does after a writeback error (which is why a failed
-//! fsync must never be retried). Writes count renames and removals too.
+//! fsync must never be retried); `fail_dir_sync_once()` does the same to
+//! the next directory sync. Writes count renames and removals too.
 
 use crate::storage::{AlignedBytes, FileBytes, Storage, StorageFile};
 use parking_lot::Mutex;
@@ -51,6 +52,7 @@ struct Faults {
     syncs_until_failure: Option<u64>,
     writes_until_failure: Option<u64>,
     fail_next_sync_once: bool,
+    fail_next_dir_sync_once: bool,
     syncs: u64,
     writes: u64,
 }
@@ -117,6 +119,13 @@ impl MemStorage {
     /// later syncs succeed (Linux after a writeback error).
     pub fn fail_sync_once(&self) {
         self.state.lock().faults.fail_next_sync_once = true;
+    }
+
+    /// The next directory sync fails (its unsynced entries stay unsynced);
+    /// later syncs succeed, as Linux reports a writeback error to one
+    /// fsync of the directory only.
+    pub fn fail_dir_sync_once(&self) {
+        self.state.lock().faults.fail_next_dir_sync_once = true;
     }
 
     /// The power goes out now: every later write and sync fails (the
@@ -285,6 +294,10 @@ impl Storage for MemStorage {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         let faults = &mut state.faults;
+        if std::mem::take(&mut faults.fail_next_dir_sync_once) {
+            faults.syncs += 1;
+            return Err(injected("directory sync"));
+        }
         if faults.sync_fails() {
             return Err(injected("directory sync"));
         }

@@ -868,4 +868,41 @@ mod tests {
         storage.crash();
         assert_eq!(read_all(storage.as_ref(), dir, 0).0, vec![1, 2, 3]);
     }
+
+    /// A directory sync of the snapshot thread (through `gated_storage`)
+    /// that failed fails the log's next sync, though the disk would say yes
+    /// to it: Linux reports the error to one fsync only.
+    #[test]
+    fn a_failed_directory_sync_beside_the_log_fails_the_log() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        let beside = writer.gated_storage();
+        write_records(&mut writer, 1..=3, true);
+        storage.fail_dir_sync_once();
+        assert!(beside.sync_dir(dir).is_err());
+        writer.append(|buffer| buffer.extend_from_slice(&payload(4)));
+        match writer.write() {
+            Ok(point) => assert!(point.sync().is_err(), "acknowledged after a failed directory sync"),
+            Err(error) => assert!(matches!(error, WalError::Poisoned), "{error}"),
+        }
+        assert!(beside.sync_dir(dir).is_err(), "never retried");
+    }
+
+    /// Once the log failed, the threads beside it cannot make a directory
+    /// change durable either (a snapshot must not delete covered segments).
+    #[test]
+    fn a_failed_log_refuses_directory_syncs_beside_it() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        let beside = writer.gated_storage();
+        assert!(beside.sync_dir(dir).is_ok());
+        writer.append(|buffer| buffer.extend_from_slice(&payload(1)));
+        let point = writer.write().unwrap();
+        storage.fail_sync_once();
+        assert!(point.sync().is_err());
+        assert!(beside.sync_dir(dir).is_err());
+        assert!(storage.sync_dir(dir).is_ok(), "the disk itself would say yes");
+    }
 }

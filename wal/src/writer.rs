@@ -39,12 +39,17 @@
 //! whoever runs a `SyncPoint` (the syncer), goes through one `SyncGate`:
 //! they never run at once, and an error one of them saw poisons the other.
 //! Linux reports a writeback error to one fsync of a file only; without the
-//! gate the other could return success for pages that were lost.
+//! gate the other could return success for pages that were lost. Threads
+//! that work in the log's directory beside it (snapshots, removing covered
+//! segments, making spares) get `LogWriter::gated_storage`, whose directory
+//! syncs go through the same gate: a snapshot never deletes segments after
+//! the log failed, and the log acknowledges nothing after a directory sync
+//! of theirs failed.
 
 use crate::format::{
     encode_segment_header, record_len, seal_record, segment_file_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::storage::{AlignedBytes, Storage, StorageFile};
+use crate::storage::{AlignedBytes, FileBytes, Storage, StorageFile};
 use crate::WalError;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -234,6 +239,54 @@ impl SyncGate {
     }
 }
 
+/// A log's storage whose directory syncs go through the log's gate.
+struct GatedStorage {
+    inner: Arc<dyn Storage>,
+    gate: Arc<SyncGate>,
+}
+
+impl Storage for GatedStorage {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+
+    fn create(&self, path: &Path) -> std::io::Result<Arc<dyn StorageFile>> {
+        self.inner.create(path)
+    }
+
+    fn open(&self, path: &Path) -> std::io::Result<Arc<dyn StorageFile>> {
+        self.inner.open(path)
+    }
+
+    fn read(&self, path: &Path) -> std::io::Result<FileBytes> {
+        self.inner.read(path)
+    }
+
+    fn len(&self, path: &Path) -> std::io::Result<u64> {
+        self.inner.len(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.gate.sync_dir(self.inner.as_ref(), dir)
+    }
+}
+
 /// What makes the records written so far durable: one `fdatasync` of the
 /// current segment (earlier segments were synced when they filled).
 #[derive(Clone)]
@@ -333,6 +386,12 @@ impl LogWriter {
 
     pub fn options(&self) -> LogOptions {
         self.options
+    }
+
+    /// The log's storage for other threads working in its directory: their
+    /// directory syncs go through the log's `SyncGate` (module comment).
+    pub fn gated_storage(&self) -> Arc<dyn Storage> {
+        Arc::new(GatedStorage { inner: Arc::clone(&self.storage), gate: Arc::clone(&self.gate) })
     }
 
     /// Whether the writer uses spare segments and has neither a spare nor,
