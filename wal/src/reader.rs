@@ -871,7 +871,8 @@ mod tests {
 
     /// A directory sync of the snapshot thread (through `gated_storage`)
     /// that failed fails the log's next sync, though the disk would say yes
-    /// to it: Linux reports the error to one fsync only.
+    /// to it (Linux reports the error to one fsync only), and the refusal
+    /// names that first failure.
     #[test]
     fn a_failed_directory_sync_beside_the_log_fails_the_log() {
         let storage = storage();
@@ -879,14 +880,18 @@ mod tests {
         let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
         let beside = writer.gated_storage();
         write_records(&mut writer, 1..=3, true);
+        // A batch written, its sync not yet run, when the snapshot thread's
+        // directory sync fails.
+        writer.append(|buffer| buffer.extend_from_slice(&payload(4)));
+        let point = writer.write().unwrap();
         storage.fail_dir_sync_once();
         assert!(beside.sync_dir(dir).is_err());
-        writer.append(|buffer| buffer.extend_from_slice(&payload(4)));
-        match writer.write() {
-            Ok(point) => assert!(point.sync().is_err(), "acknowledged after a failed directory sync"),
-            Err(error) => assert!(matches!(error, WalError::Poisoned), "{error}"),
-        }
+        let error = point.sync().expect_err("acknowledged after a failed directory sync");
+        assert!(error.to_string().contains("injected directory sync failure"), "names the first failure: {error}");
+        assert!(matches!(writer.write(), Err(WalError::Poisoned)));
         assert!(beside.sync_dir(dir).is_err(), "never retried");
+        storage.crash();
+        assert_eq!(read_all(storage.as_ref(), dir, 0).0, vec![1, 2, 3]);
     }
 
     /// Once the log failed, the threads beside it cannot make a directory

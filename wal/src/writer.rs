@@ -42,9 +42,10 @@
 //! gate the other could return success for pages that were lost. Threads
 //! that work in the log's directory beside it (snapshots, removing covered
 //! segments, making spares) get `LogWriter::gated_storage`, whose directory
-//! syncs go through the same gate: a snapshot never deletes segments after
-//! the log failed, and the log acknowledges nothing after a directory sync
-//! of theirs failed.
+//! syncs go through the same gate: after a directory sync of theirs failed
+//! the log acknowledges nothing more, and after the log failed they make no
+//! more directory changes durable (their own files' syncs, of other inodes,
+//! are not gated).
 
 use crate::format::{
     encode_segment_header, record_len, seal_record, segment_file_name, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -206,36 +207,50 @@ fn remove_gradually(storage: &dyn Storage, dir: &Path, names: Vec<String>) -> Re
     Ok(())
 }
 
-/// Serialises every fsync of one log and remembers any failure.
+/// Serialises the fsyncs of one log and remembers its first failure. File
+/// syncs run one at a time (the syncer's and a rotation's may be of the
+/// same segment), and so do directory syncs (a rotation's and the snapshot
+/// thread's are of the same directory); a file sync and a directory sync
+/// may overlap, being of different inodes.
 #[derive(Default)]
 struct SyncGate {
-    poisoned: Mutex<bool>,
+    /// Why the log failed, once it has.
+    failed: Mutex<Option<String>>,
+    files: Mutex<()>,
+    dirs: Mutex<()>,
 }
 
 impl SyncGate {
     /// Syncs `file` unless the log already failed; a failure poisons it.
     fn sync_file(&self, file: &dyn StorageFile) -> std::io::Result<()> {
-        let mut poisoned = self.poisoned.lock();
-        if *poisoned {
-            return Err(std::io::Error::other("the log failed earlier; nothing more is made durable"));
-        }
-        file.sync_data().inspect_err(|_| *poisoned = true)
+        let _one_at_a_time = self.files.lock();
+        self.check()?;
+        file.sync_data().inspect_err(|e| self.fail(format!("fsync failed: {e}")))
     }
 
+    /// Syncs `dir` unless the log already failed; a failure poisons it.
     fn sync_dir(&self, storage: &dyn Storage, dir: &Path) -> std::io::Result<()> {
-        let mut poisoned = self.poisoned.lock();
-        if *poisoned {
-            return Err(std::io::Error::other("the log failed earlier; nothing more is made durable"));
-        }
-        storage.sync_dir(dir).inspect_err(|_| *poisoned = true)
+        let _one_at_a_time = self.dirs.lock();
+        self.check()?;
+        storage.sync_dir(dir).inspect_err(|e| self.fail(format!("fsync of {} failed: {e}", dir.display())))
     }
 
-    fn poison(&self) {
-        *self.poisoned.lock() = true;
+    fn check(&self) -> std::io::Result<()> {
+        match &*self.failed.lock() {
+            Some(why) => {
+                Err(std::io::Error::other(format!("the log failed earlier ({why}); nothing more is made durable")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Poisons the log; the first reason given is kept.
+    fn fail(&self, why: String) {
+        self.failed.lock().get_or_insert(why);
     }
 
     fn is_poisoned(&self) -> bool {
-        *self.poisoned.lock()
+        self.failed.lock().is_some()
     }
 }
 
@@ -440,8 +455,8 @@ impl LogWriter {
             return Err(WalError::Poisoned);
         }
         let result = self.write_buffer();
-        if result.is_err() {
-            self.gate.poison();
+        if let Err(error) = &result {
+            self.gate.fail(error.to_string());
         }
         result
     }
