@@ -1,6 +1,6 @@
 //! The order a batch keeps (`Engine::submit_batch`). The requests for one
-//! shard travel as one message and are applied in batch order there, so
-//! most of a batch runs at once. A request that depends on an earlier one
+//! shard travel through its queue in batch order (one message per 1,024)
+//! and are applied in that order there, so most of a batch runs at once. A request that depends on an earlier one
 //! handled elsewhere (or on several shards) must not overtake it: the batch
 //! is cut into waves, and a wave is sent only once the one before it has
 //! answered, so the request is answered as if sent after the earlier one's
@@ -8,8 +8,8 @@
 //!
 //! A request depends on an earlier one when both name the same reservation
 //! id, or the same SKU with at least one of them a stock change or a read
-//! of it, unless both are handled wholly on the same shard (then the
-//! message keeps their order). A commit or release may change SKUs on
+//! of it, unless both are handled wholly on the same shard (then its
+//! queue keeps their order). A commit or release may change SKUs on
 //! other shards than its home (a cart's parts), which its request does not
 //! name: it and a stock change or read on another shard keep their batch
 //! order (the later waits for the earlier). Holds (and decisions) by
@@ -38,7 +38,7 @@ enum Reach {
 }
 
 impl Reach {
-    /// Two requests on this key keep their order only within one shard's message.
+    /// Two requests on this key keep their order only within one shard's queue.
     fn ordered_with(self, other: Reach) -> bool {
         matches!((self, other), (Reach::Shard(a), Reach::Shard(b)) if a == b)
     }

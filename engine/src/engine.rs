@@ -108,7 +108,8 @@ pub(crate) struct StoreHandles {
 /// the caller reads the first answers while the shard applies the rest.
 /// Measured (one caller, 4,096-request batches, no WAL): +10-12 % with
 /// 256 or 1,024; with four callers 256 lost 2-4 % to the extra wake-ups
-/// and 1,024 nothing. A `/v1/batch` (at most 1,000) stays one message.
+/// and 1,024 nothing. A `/v1/batch` of the default 1,000 ops at most
+/// stays one message per shard and wave.
 const BATCH_CHUNK: usize = 1_024;
 
 /// A batch wave's requests on their way: each shard's requests are sent a
@@ -295,10 +296,11 @@ impl Engine {
     /// Each is answered as if sent once the earlier requests it depends on
     /// were answered (the same reservation id, the same SKU with a stock
     /// change or read, ...: see `batch_order`); the rest run at once, the
-    /// requests for one shard as one queue message per `BATCH_CHUNK` (a
-    /// full queue refuses that message's requests `Busy`). Holds by different ids
-    /// on one SKU compete as concurrent calls do. A batch is not a
-    /// transaction: each request succeeds or fails on its own.
+    /// requests for one shard as one queue message per `BATCH_CHUNK`. A
+    /// full queue refuses that message's requests `Busy`: in a long batch
+    /// some may be `Busy` while later ones ran (retry them in batch order).
+    /// Holds by different ids on one SKU compete as concurrent calls do. A
+    /// batch is not a transaction: each request succeeds or fails on its own.
     pub async fn submit_batch(&self, requests: Vec<Request>) -> Vec<Outcome> {
         if requests.len() > BATCH_REQUESTS_MAX {
             return vec![Err(Rejection::BatchTooLarge); requests.len()];
@@ -361,7 +363,7 @@ impl Engine {
     }
 
     /// Completes cross-shard reservation reads of a batch: the other parts
-    /// are read with one message per shard, like the batch itself.
+    /// are read with one message per shard.
     async fn read_other_parts(&self, reads: Vec<(usize, ReservationId, PartOutcome)>) -> Vec<(usize, Outcome)> {
         let shard_count = self.clients.len();
         let mut ops: Vec<Vec<ClientOp>> = (0..shard_count).map(|_| Vec::new()).collect();

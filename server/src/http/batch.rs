@@ -1,5 +1,5 @@
 //! `POST /v1/batch`: up to `batch_ops_max` ops in one request, applied
-//! through the engine's batched API (one queue message per shard), one
+//! through the engine's batched API (`Engine::submit_batch`), one
 //! result per op, in order. Each op is parsed and authorised on its own (a
 //! forbidden op is 403 however malformed): a bad op gets the 4xx its
 //! endpoint would give and the others still run. Until recovery finished
