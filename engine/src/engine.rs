@@ -332,9 +332,11 @@ impl Engine {
         outcomes.into_iter().map(|outcome| outcome.expect("every request was answered")).collect()
     }
 
-    /// Sends `shard`'s open requests of the wave as one message.
+    /// Sends `shard`'s open requests of the wave as one message (never an
+    /// empty one: nothing would answer it).
     fn send_chunk(&self, send: &mut WaveSend, shard: usize) {
         let (ops, expects) = std::mem::take(&mut send.open[shard]);
+        debug_assert!(!ops.is_empty(), "an empty message is never answered");
         send.sent.push((self.dispatch(shard, ops), expects));
     }
 
