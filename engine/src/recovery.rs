@@ -10,14 +10,26 @@
 //! orphan of an attempt the crash cut short and is aborted. These commands
 //! are logged like any other. A cart is therefore never partly sold and
 //! partly expired, however long the process was down.
+//!
+//! One case it cannot tell apart: home forgets a finished cart at its
+//! forget time (deadline + retention, at least 10 minutes), and a part
+//! learns the decision only after home's sync. If shard time jumps past
+//! the forget time in between (the wall clock stepped forward, or the
+//! process was paused that long) and the process then dies before the
+//! part's copy of the decision is durable, home has no record and the
+//! part is aborted although the cart may have been committed. Recovery
+//! cannot know the decision; it aborts as for an orphan and lists such
+//! parts (home's time past their forget time) in
+//! `RecoveryReport::undecidable`, which the server logs as a warning.
 
 use crate::clock::Clock;
 use crate::codec;
 use crate::command::{Command, ReservationState};
 use crate::durable::{Failure, LogSetup, Logged};
 use crate::engine::{Engine, EngineConfig, StoreHandles};
+use crate::ids::ReservationId;
 use crate::snapshot;
-use crate::state::{Batch, ShardConfig, ShardState, WARM_WINDOW};
+use crate::state::{AwayPart, Batch, ShardConfig, ShardState, WARM_WINDOW};
 use crate::store::{prepare_layout, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -48,6 +60,9 @@ pub struct RecoveryReport {
     pub shards: Vec<ShardRecovery>,
     /// Cross-shard parts finished or aborted after replay.
     pub reconciled: usize,
+    /// Aborted parts whose home had passed their forget time: home may
+    /// have forgotten a decision, commit included (see the module comment).
+    pub undecidable: Vec<ReservationId>,
     pub elapsed: Duration,
 }
 
@@ -102,7 +117,7 @@ impl Engine {
             let dir = shard_dir(&store.data_dir, shard);
             writers.push(LogWriter::open(Arc::clone(&storage), &dir, options, replay.tail.clone())?);
         }
-        let reconciled = reconcile(&mut replayed, &mut writers, now_ms, store.fsync)?;
+        let (reconciled, undecidable) = reconcile(&mut replayed, &mut writers, now_ms, store.fsync)?;
         // One failure for the whole engine: after any shard's log fails,
         // no shard acknowledges anything (the process is expected to stop).
         let failure = Arc::new(Failure::default());
@@ -127,7 +142,7 @@ impl Engine {
             Box::new(Logged::start(setup, shard as u16, target, stats))
         });
         engine.attach_store(StoreHandles { failure, retain_from_lsn: retain, _lock: lock, data_dir: store.data_dir });
-        let report = RecoveryReport { shards: reports, reconciled, elapsed: began.elapsed() };
+        let report = RecoveryReport { shards: reports, reconciled, undecidable, elapsed: began.elapsed() };
         Ok((engine, report))
     }
 }
@@ -275,25 +290,33 @@ pub(crate) fn load_snapshot(
 }
 
 /// Finishes or aborts every held part away from home (see the module
-/// comment); logs and syncs those commands. Returns how many there were.
+/// comment); logs and syncs those commands. Returns how many there were,
+/// and the aborted parts whose home may have forgotten a decision.
 fn reconcile(
     replayed: &mut [Replayed],
     writers: &mut [LogWriter],
     now_ms: u64,
     fsync: FsyncPolicy,
-) -> Result<usize, StoreError> {
+) -> Result<(usize, Vec<ReservationId>), StoreError> {
     let shard_count = replayed.len();
     let mut commands: Vec<Vec<Command>> = (0..shard_count).map(|_| Vec::new()).collect();
+    let mut undecidable = Vec::new();
     for (shard, replay) in replayed.iter().enumerate() {
-        for (id, fingerprint, home) in replay.state.held_away_parts() {
-            let home_state = replayed.get(usize::from(home)).and_then(|home| home.state.part_state(&id));
-            let command = match home_state {
+        for AwayPart { id, fingerprint, home, forget_at_ms } in replay.state.held_away_parts() {
+            let home = replayed.get(usize::from(home));
+            let command = match home.and_then(|home| home.state.part_state(&id)) {
                 Some((ReservationState::Held, home_fingerprint)) if home_fingerprint == fingerprint => continue,
                 Some((ReservationState::Committed, f)) if f == fingerprint => Command::CommitPart { id },
                 Some((ReservationState::Released, f)) if f == fingerprint => Command::ReleasePart { id },
                 Some((ReservationState::Expired, f)) if f == fingerprint => Command::ExpirePart { id },
-                // No home record (or one for another body): the cart was never completed.
-                _ => Command::Abort { id, fingerprint },
+                // No home record (or one for another body): the cart was
+                // never completed, unless home's time passed the forget time.
+                home_state => {
+                    if home_state.is_none() && home.is_some_and(|home| home.now_ms >= forget_at_ms) {
+                        undecidable.push(id.clone());
+                    }
+                    Command::Abort { id, fingerprint }
+                }
             };
             commands[shard].push(command);
         }
@@ -317,7 +340,7 @@ fn reconcile(
         }
         count += commands.len();
     }
-    Ok(count)
+    Ok((count, undecidable))
 }
 
 impl ShardRecovery {
@@ -337,6 +360,71 @@ mod tests {
     fn store(storage: &Arc<MemStorage>) -> StoreConfig {
         let segment_bytes_max = stockd_wal::SEGMENT_BYTES_MIN;
         StoreConfig { storage: storage.clone(), lock: false, segment_bytes_max, ..StoreConfig::new("/data") }
+    }
+
+    /// Appends `command`, applied at `now_ms`, to `shard`'s log (as the run
+    /// that wrote the log would have); returns its LSN.
+    fn append(storage: &Arc<MemStorage>, shard: u16, command: &Command, now_ms: u64) -> u64 {
+        let data_dir = std::path::Path::new("/data");
+        let replayed = replay_shard(storage.as_ref(), data_dir, shard, &Default::default()).unwrap();
+        let options = LogOptions { shard, segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN, spare_segments: true };
+        let dir = shard_dir(data_dir, usize::from(shard));
+        let mut writer = LogWriter::open(storage.clone(), &dir, options, replayed.tail).unwrap();
+        let lsn = writer.append(|buffer| codec::encode(command, now_ms, buffer));
+        writer.write().unwrap().sync().unwrap();
+        lsn
+    }
+
+    /// A held part whose home has no record of its cart is aborted; it is
+    /// reported as undecidable only when home's time has passed the cart's
+    /// forget time, so that home may have forgotten a decision (a commit
+    /// included) instead of never having completed the cart.
+    #[test]
+    fn a_part_whose_home_passed_its_forget_time_is_aborted_and_reported() {
+        let forget_at_ms = 62_000;
+        for (home_time, reported) in [(forget_at_ms - 1, false), (forget_at_ms, true)] {
+            let storage = MemStorage::new();
+            let config = EngineConfig { shards: 2, ..EngineConfig::default() };
+            let clock = Arc::new(ManualClock::new(1_000));
+            let (engine, _) = Engine::open(config, store(&storage), clock.clone(), &Default::default()).unwrap();
+            let sku_on = |shard| {
+                (0..)
+                    .map(|i| Sku::new(&format!("sku-{i}")).unwrap())
+                    .find(|sku| engine.shard_of_sku(sku.as_str()) == shard)
+            };
+            let (home_sku, away_sku) = (sku_on(0).unwrap(), sku_on(1).unwrap());
+            let id =
+                (0..).map(|i| ReservationId::new(&format!("cart-{i}")).unwrap()).find(|id| engine.home_of(id) == 0);
+            let id = id.unwrap();
+            for sku in [&home_sku, &away_sku] {
+                engine
+                    .submit_blocking(Request::SetStock { sku: sku.clone(), on_hand: 5, expected_version: None })
+                    .unwrap();
+            }
+            engine.shutdown();
+            drop(engine);
+            // Shard 1 holds a part of a cart whose home, shard 0, has no
+            // record of it; home's log goes on to `home_time`.
+            let lines = vec![crate::CartLine { sku: away_sku.clone(), qty: 2 }];
+            let part = crate::ReservePart {
+                id: id.clone(),
+                fingerprint: 7,
+                lines,
+                expires_at_ms: 2_000,
+                forget_at_ms,
+                home: 0,
+                participants: 0b11,
+            };
+            append(&storage, 1, &Command::Reserve(part), 1_000);
+            append(&storage, 0, &Command::SetStock { sku: home_sku, on_hand: 6, expected_version: None }, home_time);
+
+            let (engine, report) = Engine::open(config, store(&storage), clock, &Default::default()).unwrap();
+            assert_eq!(report.reconciled, 1, "home time {home_time}");
+            let listed: Vec<&str> = report.undecidable.iter().map(ReservationId::as_str).collect();
+            assert_eq!(listed, if reported { vec![id.as_str()] } else { vec![] }, "home time {home_time}");
+            let counts = engine.submit_blocking(Request::GetSku { sku: away_sku }).unwrap();
+            assert!(matches!(counts, crate::Reply::Sku(counts) if counts.reserved == 0), "aborted: {counts:?}");
+        }
     }
 
     /// A log of `good` applied SetStock records followed by a checksummed,

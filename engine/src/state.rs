@@ -191,13 +191,18 @@ impl ShardState {
         self.notices.clear();
     }
 
-    /// Held parts of carts whose home is another shard: (id, fingerprint, home).
-    pub(crate) fn held_away_parts(&self) -> Vec<(ReservationId, u128, u16)> {
+    /// Held parts of carts whose home is another shard.
+    pub(crate) fn held_away_parts(&self) -> Vec<AwayPart> {
         let me = self.config.shard;
         self.reservations
             .iter()
             .filter(|record| record.home != me && record.state == ReservationState::Held)
-            .map(|record| (record.id.clone(), record.fingerprint, record.home))
+            .map(|record| AwayPart {
+                id: record.id.clone(),
+                fingerprint: record.fingerprint,
+                home: record.home,
+                forget_at_ms: record.forget_at_ms,
+            })
             .collect()
     }
 
@@ -206,6 +211,15 @@ impl ShardState {
         let record = self.reservations.get(self.reservations.find(id)?);
         Some((record.state, record.fingerprint))
     }
+}
+
+/// A held part of a cart whose home is another shard (for recovery).
+pub(crate) struct AwayPart {
+    pub id: ReservationId,
+    pub fingerprint: u128,
+    pub home: u16,
+    /// When the cart's records are forgotten (the same on every part).
+    pub forget_at_ms: u64,
 }
 
 /// Writes published counts into the read view.

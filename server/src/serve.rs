@@ -128,6 +128,14 @@ fn log_recovery(report: &RecoveryReport) {
             "recovered shard"
         );
     }
+    for id in &report.undecidable {
+        tracing::warn!(
+            reservation = %id,
+            "released a cart part whose home shard had forgotten the cart (its time passed the cart's \
+             retention before the part learnt the decision): if the cart was committed, its other \
+             parts are sold and this one is back in stock; check it against the order"
+        );
+    }
     tracing::info!(
         elapsed_ms = report.elapsed.as_millis() as u64,
         reconciled_cart_parts = report.reconciled,
