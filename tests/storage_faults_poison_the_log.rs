@@ -9,24 +9,37 @@ mod common;
 use common::{adjust, shop, shop_batched, stock_up, verify, Knowledge, Rng, Stopped};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use stockd_engine::{Engine, EngineConfig, Rejection, Request, Sku, StoreConfig, SystemClock};
-use stockd_wal::MemStorage;
+use stockd_engine::{Engine, EngineConfig, Rejection, Request, Sku, StoreConfig, StoreError, SystemClock};
+use stockd_wal::{MemStorage, Storage};
 
 const WORKERS: u64 = 4;
 /// Acknowledgements before the fault is injected.
 const ACKS_BEFORE_FAULT: u64 = 300;
 
-fn open(storage: &Arc<MemStorage>) -> Engine {
-    // Recovery must always succeed: any failure here fails the test.
-    let store = StoreConfig {
+/// Boots of the pretend machine: every open here follows a power cut.
+static BOOTS: AtomicU64 = AtomicU64::new(0);
+
+fn store_booted(storage: &Arc<MemStorage>, boot: &str) -> StoreConfig {
+    StoreConfig {
         storage: storage.clone(),
         lock: false,
         segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN,
         snapshot_every_bytes: 128 << 10,
+        boot_id: Some(boot.to_owned()),
         ..StoreConfig::new("/data")
-    };
+    }
+}
+
+fn open_booted(storage: &Arc<MemStorage>, boot: &str) -> Result<Engine, StoreError> {
     let config = EngineConfig { shards: 3, ..EngineConfig::default() };
-    Engine::open(config, store, Arc::new(SystemClock), &Default::default()).expect("recovers").0
+    Engine::open(config, store_booted(storage, boot), Arc::new(SystemClock), &Default::default())
+        .map(|(engine, _)| engine)
+}
+
+/// Opens in a new boot. Recovery must always succeed: any failure here
+/// fails the test.
+fn open(storage: &Arc<MemStorage>) -> Engine {
+    open_booted(storage, &format!("boot-{}", BOOTS.fetch_add(1, Ordering::SeqCst))).expect("recovers")
 }
 
 fn fault_then_crash(inject: impl FnOnce(&MemStorage)) {
@@ -100,6 +113,42 @@ fn a_failed_fsync_that_drops_pages_is_never_retried_and_recovery_keeps_every_ack
     // Linux after a writeback error: that fsync fails, the dirty pages are
     // gone, and the next fsync would say yes.
     fault_then_crash(|storage| storage.fail_sync_once());
+}
+
+/// After a failed fsync, a start in the same boot would read back pages
+/// the kernel still caches but the disk may not have: it is refused, naming
+/// the failure, until a reboot; the start after the reboot recovers and
+/// removes the record of the failure.
+#[test]
+fn a_start_in_the_boot_of_a_failed_fsync_is_refused_until_a_reboot() {
+    let storage = MemStorage::new();
+    let engine = open_booted(&storage, "boot-a").expect("a new directory opens");
+    stock_up(&engine);
+    storage.fail_sync_once();
+    let mut result = Ok(());
+    for i in 0..1_000 {
+        let request = Request::AdjustStock { sku: Sku::new("sku-1").unwrap(), delta: 1 };
+        if let Err(rejection) = engine.submit_blocking(request) {
+            result = Err(rejection);
+            break;
+        }
+        assert!(i < 999, "the injected fsync failure stops the log");
+    }
+    assert!(matches!(result, Err(Rejection::StorageFailed { .. })), "{result:?}");
+    engine.shutdown();
+    drop(engine);
+    let marker = std::path::Path::new("/data").join(stockd_engine::FAILURE_MARKER);
+    assert!(storage.exists(&marker), "the failure is recorded in the data directory");
+
+    match open_booted(&storage, "boot-a") {
+        Err(StoreError::FailedThisBoot { reason, .. }) => assert!(reason.contains("injected"), "{reason}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("started in the boot whose fsync failed"),
+    }
+    // A reboot (the marker, never synced, happened to reach the disk).
+    let engine = open_booted(&storage, "boot-b").expect("starts after the reboot");
+    assert!(!storage.exists(&marker), "the record of the failure is removed");
+    engine.submit_blocking(Request::AdjustStock { sku: Sku::new("sku-1").unwrap(), delta: 1 }).expect("serves");
 }
 
 /// Power cuts in the middle of load. The disk keeps what was synced and,

@@ -29,7 +29,7 @@ use crate::rejection::Rejection;
 use crate::shard::{Completion, CompletionTarget, Durability, SnapshotJob};
 use crate::snapshot::{ImageRoom, StateImage};
 use crate::stats::ShardStats;
-use crate::store::FsyncPolicy;
+use crate::store::{FailureMarker, FsyncPolicy};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,17 +43,26 @@ const SYNC_JOBS_MAX: usize = 64;
 /// Batches written but not yet synced; the shard waits (backpressure) past it.
 const SYNC_QUEUE_LEN_MAX: usize = 256;
 
-/// The first storage failure of a shard, set once.
-#[derive(Default)]
-pub(crate) struct Failure(OnceLock<String>);
+/// The engine's first storage failure, set once and recorded in the data
+/// directory (`FailureMarker`).
+pub(crate) struct Failure {
+    reason: OnceLock<String>,
+    marker: FailureMarker,
+}
 
 impl Failure {
+    pub(crate) fn new(marker: FailureMarker) -> Failure {
+        Failure { reason: OnceLock::new(), marker }
+    }
+
     pub(crate) fn set(&self, reason: String) {
-        let _ = self.0.set(reason);
+        if self.reason.set(reason).is_ok() {
+            self.marker.record(self.get().expect("just set"));
+        }
     }
 
     pub(crate) fn get(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+        self.reason.get().map(String::as_str)
     }
 
     fn rejection(&self) -> Option<Rejection> {

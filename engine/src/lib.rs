@@ -64,4 +64,4 @@ pub use recovery::{RecoveryProgress, RecoveryReport, ShardRecovery};
 pub use rejection::Rejection;
 pub use request::{Hold, Outcome, Reply, Request, ReservationView, ReserveRequest};
 pub use state::{Batch, Notice, ShardConfig, ShardState, WARM_WINDOW};
-pub use store::{FsyncPolicy, StoreConfig, StoreError};
+pub use store::{FsyncPolicy, StoreConfig, StoreError, FAILURE_MARKER};

@@ -30,7 +30,7 @@ use crate::engine::{Engine, EngineConfig, StoreHandles};
 use crate::ids::ReservationId;
 use crate::snapshot;
 use crate::state::{AwayPart, Batch, ShardConfig, ShardState, WARM_WINDOW};
-use crate::store::{prepare_layout, shard_dir, DirLock, FsyncPolicy, StoreConfig, StoreError};
+use crate::store::{prepare_layout, shard_dir, DirLock, FailureMarker, FsyncPolicy, StoreConfig, StoreError};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +101,12 @@ impl Engine {
         let storage = Arc::clone(&store.storage);
         storage.create_dir_all(&store.data_dir).map_err(|e| WalError::io("create", &store.data_dir, e))?;
         let lock = if store.lock { Some(DirLock::acquire(&store.data_dir)?) } else { None };
+        let marker = FailureMarker {
+            storage: Arc::clone(&storage),
+            data_dir: store.data_dir.clone(),
+            boot_id: store.boot_id.clone(),
+        };
+        marker.check()?;
         prepare_layout(storage.as_ref(), &store.data_dir, config.shards)?;
         let mut replayed = replay_all(storage.as_ref(), &store, config.shards, progress)?;
         let now_ms = replayed.iter().map(|shard| shard.now_ms).max().unwrap_or(0);
@@ -118,9 +124,12 @@ impl Engine {
             writers.push(LogWriter::open(Arc::clone(&storage), &dir, options, replay.tail.clone())?);
         }
         let (reconciled, undecidable) = reconcile(&mut replayed, &mut writers, now_ms, store.fsync)?;
+        // Recovered from what the disk holds (a reboot came between): a
+        // failure recorded before is history now.
+        marker.clear()?;
         // One failure for the whole engine: after any shard's log fails,
         // no shard acknowledges anything (the process is expected to stop).
-        let failure = Arc::new(Failure::default());
+        let failure = Arc::new(Failure::new(marker));
         let retain: Vec<Arc<AtomicU64>> = (0..config.shards).map(|_| Arc::new(AtomicU64::new(u64::MAX))).collect();
         let reports = replayed.iter().map(|replay| replay.report.clone()).collect();
         let mut states = Vec::with_capacity(config.shards);

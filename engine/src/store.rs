@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub storage: Arc<dyn Storage>,
     /// Take an exclusive lock on the directory (real filesystems only).
     pub lock: bool,
+    /// This machine's boot (see `FailureMarker`); tests pretend a reboot
+    /// by changing it.
+    pub boot_id: Option<String>,
 }
 
 impl StoreConfig {
@@ -62,7 +65,78 @@ impl StoreConfig {
             spare_segments: true,
             storage: Arc::new(FsStorage),
             lock: true,
+            boot_id: current_boot_id(),
         }
+    }
+}
+
+/// The kernel's id of the current boot, where it has one (Linux).
+pub fn current_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|id| id.trim().to_owned())
+}
+
+/// The file that records a storage failure in the data directory.
+pub const FAILURE_MARKER: &str = "STORAGE_FAILED";
+
+/// A storage failure, recorded in the data directory so that the next start
+/// in the same boot refuses. After a failed fsync, Linux may keep the pages
+/// that did not reach the disk in its cache, marked clean: a start before a
+/// reboot would read them back as if they were durable, acknowledge new
+/// records after them, and lose both at the next reboot. After a reboot the
+/// cache holds only what the disk holds, and the start removes the marker.
+///
+/// The marker is written without an fsync: it only has to last until the
+/// next boot, which the page cache does (and the disk may be failing).
+pub(crate) struct FailureMarker {
+    pub storage: Arc<dyn Storage>,
+    pub data_dir: PathBuf,
+    pub boot_id: Option<String>,
+}
+
+impl FailureMarker {
+    /// Writes the marker (a temp file renamed, so it is whole). Best
+    /// effort: the disk has just failed; the process stops either way.
+    pub fn record(&self, reason: &str) {
+        let (temp, path) = (self.data_dir.join(format!("{FAILURE_MARKER}.tmp")), self.data_dir.join(FAILURE_MARKER));
+        let boot = self.boot_id.as_deref().unwrap_or("unknown");
+        let text = format!("boot_id {boot}\nreason {}\n", reason.replace('\n', " "));
+        let write = || -> std::io::Result<()> {
+            if self.storage.exists(&temp) {
+                self.storage.remove(&temp)?;
+            }
+            self.storage.create(&temp)?.write_at(0, text.as_bytes())?;
+            self.storage.rename(&temp, &path)
+        };
+        let _ = write();
+    }
+
+    /// Refuses a start in the boot that recorded a failure, or when either
+    /// boot is unknown. A marker without its boot id (cut short by a power
+    /// cut, being unsynced) can only be from an earlier boot.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let path = self.data_dir.join(FAILURE_MARKER);
+        if !self.storage.exists(&path) {
+            return Ok(());
+        }
+        let bytes = self.storage.read(&path).map_err(|e| WalError::io("read", &path, e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let field = |name: &str| text.lines().find_map(|line| line.strip_prefix(name)).map(str::trim);
+        let reason = field("reason ").unwrap_or("no reason recorded").to_owned();
+        match (field("boot_id "), self.boot_id.as_deref()) {
+            (None, _) => Ok(()),
+            (Some(recorded), Some(now)) if recorded != "unknown" && recorded != now => Ok(()),
+            _ => Err(StoreError::FailedThisBoot { path, reason }),
+        }
+    }
+
+    /// Removes the marker after a successful start in a later boot.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let path = self.data_dir.join(FAILURE_MARKER);
+        if self.storage.exists(&path) {
+            self.storage.remove(&path).map_err(|e| WalError::io("remove", &path, e))?;
+            self.storage.sync_dir(&self.data_dir).map_err(|e| WalError::io("fsync directory", &self.data_dir, e))?;
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +161,13 @@ pub enum StoreError {
         path.display()
     )]
     LsnCutAcrossShards { path: PathBuf, shards: usize },
+    #[error(
+        "storage failed earlier since this machine booted ({reason}): the kernel may still cache writes that \
+         never reached the disk, and a start now would read them back as durable. Fix the disk, reboot, then \
+         start again ({} records the failure; delete it only if no fsync failed, e.g. a full disk)",
+        path.display()
+    )]
+    FailedThisBoot { path: PathBuf, reason: String },
 }
 
 pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {

@@ -83,7 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine_for_shutdown = Arc::clone(&engine);
     tokio::task::spawn_blocking(move || engine_for_shutdown.shutdown()).await.context("the engine shutdown")?;
     if let Some(reason) = engine.failure() {
-        tracing::error!(%reason, "storage failed while stopping: restart to recover");
+        tracing::error!(%reason, "storage failed while stopping: fix the disk, reboot, then start again");
         std::process::exit(EXIT_STORAGE_FAILED);
     }
     tracing::info!("stopped");
@@ -148,7 +148,10 @@ fn log_recovery(report: &RecoveryReport) {
 async fn watch_for_storage_failure(engine: Arc<Engine>) {
     loop {
         if let Some(reason) = engine.failure() {
-            tracing::error!(%reason, "storage failed: stopping without acknowledging anything more; restart to recover");
+            tracing::error!(
+                %reason,
+                "storage failed: stopping without acknowledging anything more; fix the disk, reboot, then start again"
+            );
             std::process::exit(EXIT_STORAGE_FAILED);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -89,13 +89,14 @@ pub fn run(command: WalCommand) -> anyhow::Result<i32> {
 pub const EXIT_IN_USE: i32 = 4;
 
 /// The process exit code for an error: [`EXIT_IN_USE`] when the data
-/// directory is locked by another process, 1 otherwise.
+/// directory is locked by another process, `EXIT_STORAGE_FAILED` when
+/// storage failed earlier in this boot, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
-    let locked = error.chain().any(|cause| matches!(cause.downcast_ref(), Some(StoreError::Locked { .. })));
-    if locked {
-        EXIT_IN_USE
-    } else {
-        1
+    let store_error = error.chain().find_map(|cause| cause.downcast_ref::<StoreError>());
+    match store_error {
+        Some(StoreError::Locked { .. }) => EXIT_IN_USE,
+        Some(StoreError::FailedThisBoot { .. }) => crate::serve::EXIT_STORAGE_FAILED,
+        _ => 1,
     }
 }
 

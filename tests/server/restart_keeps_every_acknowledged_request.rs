@@ -207,3 +207,27 @@ async fn a_second_signal_stops_waiting_for_a_stalled_request() {
     assert!(status.success(), "the shards were drained and the WAL synced: exit 0, not {status}");
     drop(stalled);
 }
+
+/// A storage failure recorded in the data directory during this boot (as
+/// the engine writes it when an fsync fails) stops the next start with
+/// exit code 3 and the reason; a record from another boot is removed by a
+/// start that serves.
+#[test]
+fn a_start_in_the_boot_of_a_storage_failure_exits_3_until_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    start(dir.path()).terminate();
+    let marker = dir.path().join(stockd_engine::FAILURE_MARKER);
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("Linux gives a boot id");
+    let record = |boot: &str| format!("boot_id {}\nreason fdatasync of the WAL failed: disk on fire\n", boot.trim());
+    std::fs::write(&marker, record(&boot_id)).unwrap();
+    let refused =
+        support::stockd().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("disk on fire") && stderr.contains("reboot"), "{stderr}");
+
+    std::fs::write(&marker, record("an-earlier-boot")).unwrap();
+    let server = start(dir.path());
+    assert!(!marker.exists(), "a start after a reboot removes the record");
+    assert!(server.terminate().success());
+}
