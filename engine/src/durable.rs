@@ -326,7 +326,9 @@ fn run_syncer(
 fn sync(point: &SyncPoint, fsync: FsyncPolicy, failure: &Failure, stats: &ShardStats) {
     match fsync {
         // Nothing is claimed durable either: later records never vouch for
-        // unsynced ones, so after a power cut damage is a torn tail.
+        // unsynced ones, so after a power cut damaged records are a torn
+        // tail (though snapshots and segment headers may be lost too: the
+        // directory may not start, README Known limitations).
         FsyncPolicy::Never => {}
         FsyncPolicy::Always => {
             let began = Instant::now();
