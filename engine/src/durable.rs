@@ -56,9 +56,13 @@ impl Failure {
     }
 
     pub(crate) fn set(&self, reason: String) {
-        if self.reason.set(reason).is_ok() {
-            self.marker.record(self.get().expect("just set"));
-        }
+        // The record is written before the failure shows, so whoever acts
+        // on it (the server exits at once) leaves the record behind; a
+        // second failing thread waits for it.
+        self.reason.get_or_init(|| {
+            self.marker.record(&reason);
+            reason
+        });
     }
 
     pub(crate) fn get(&self) -> Option<&str> {

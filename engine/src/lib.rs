@@ -4,7 +4,9 @@
 //!
 //! What it never does: read the wall clock (time comes from the `Clock` it
 //! is given and is stamped once per batch), speak HTTP or JSON, or touch a
-//! database. Its only I/O is through the log a shard is given.
+//! database. Its only I/O is through the log a shard is given and the data
+//! directory around it (manifest, lock, the record of a storage failure,
+//! which also reads the kernel's boot id).
 //!
 //! # Layout
 //! - `limits`: every `_MAX` / default, as named constants.

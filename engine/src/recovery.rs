@@ -107,26 +107,13 @@ impl Engine {
             boot_id: store.boot_id.clone(),
         };
         marker.check()?;
-        prepare_layout(storage.as_ref(), &store.data_dir, config.shards)?;
-        let mut replayed = replay_all(storage.as_ref(), &store, config.shards, progress)?;
-        let now_ms = replayed.iter().map(|shard| shard.now_ms).max().unwrap_or(0);
-        let mut writers = Vec::with_capacity(config.shards);
-        for (shard, replay) in replayed.iter().enumerate() {
-            if let Some(path) = &replay.report.discarded_segment {
-                stockd_wal::reader::discard(storage.as_ref(), path)?;
-            }
-            let options = LogOptions {
-                shard: shard as u16,
-                segment_bytes_max: store.segment_bytes_max,
-                spare_segments: store.spare_segments,
-            };
-            let dir = shard_dir(&store.data_dir, shard);
-            writers.push(LogWriter::open(Arc::clone(&storage), &dir, options, replay.tail.clone())?);
-        }
-        let (reconciled, undecidable) = reconcile(&mut replayed, &mut writers, now_ms, store.fsync)?;
+        // Recovery writes and syncs too (a cut tail, reconciled carts): a
+        // failure there must stop the next start in this boot as well.
+        let recovered = marker.recorded(recover(&store, config.shards, progress));
+        let Recovered { replayed, writers, now_ms, reconciled, undecidable } = recovered?;
         // Recovered from what the disk holds (a reboot came between): a
         // failure recorded before is history now.
-        marker.clear()?;
+        marker.recorded(marker.clear())?;
         // One failure for the whole engine: after any shard's log fails,
         // no shard acknowledges anything (the process is expected to stop).
         let failure = Arc::new(Failure::new(marker));
@@ -298,6 +285,40 @@ pub(crate) fn load_snapshot(
     Ok((state, Some(newest), now_ms))
 }
 
+/// The shards as recovery leaves them, their logs open for appending.
+struct Recovered {
+    replayed: Vec<Replayed>,
+    writers: Vec<LogWriter>,
+    /// The latest shard time in any log.
+    now_ms: u64,
+    reconciled: usize,
+    undecidable: Vec<ReservationId>,
+}
+
+/// Replays every shard, opens its log after the last whole record (cutting
+/// a torn tail), and reconciles cross-shard carts.
+fn recover(store: &StoreConfig, shards: usize, progress: &RecoveryProgress) -> Result<Recovered, StoreError> {
+    let storage = &store.storage;
+    prepare_layout(storage.as_ref(), &store.data_dir, shards)?;
+    let mut replayed = replay_all(storage.as_ref(), store, shards, progress)?;
+    let now_ms = replayed.iter().map(|shard| shard.now_ms).max().unwrap_or(0);
+    let mut writers = Vec::with_capacity(shards);
+    for (shard, replay) in replayed.iter().enumerate() {
+        if let Some(path) = &replay.report.discarded_segment {
+            stockd_wal::reader::discard(storage.as_ref(), path)?;
+        }
+        let options = LogOptions {
+            shard: shard as u16,
+            segment_bytes_max: store.segment_bytes_max,
+            spare_segments: store.spare_segments,
+        };
+        let dir = shard_dir(&store.data_dir, shard);
+        writers.push(LogWriter::open(Arc::clone(storage), &dir, options, replay.tail.clone())?);
+    }
+    let (reconciled, undecidable) = reconcile(&mut replayed, &mut writers, now_ms, store.fsync)?;
+    Ok(Recovered { replayed, writers, now_ms, reconciled, undecidable })
+}
+
 /// Finishes or aborts every held part away from home (see the module
 /// comment); logs and syncs those commands. Returns how many there were,
 /// and the aborted parts whose home may have forgotten a decision.
@@ -319,9 +340,10 @@ fn reconcile(
                 Some((ReservationState::Released, f)) if f == fingerprint => Command::ReleasePart { id },
                 Some((ReservationState::Expired, f)) if f == fingerprint => Command::ExpirePart { id },
                 // No home record (or one for another body): the cart was
-                // never completed, unless home's time passed the forget time.
-                home_state => {
-                    if home_state.is_none() && home.is_some_and(|home| home.now_ms >= forget_at_ms) {
+                // never completed, unless home's time passed the forget time
+                // (home may have forgotten it, and the id been used again).
+                _ => {
+                    if home.is_some_and(|home| home.now_ms >= forget_at_ms) {
                         undecidable.push(id.clone());
                     }
                     Command::Abort { id, fingerprint }
@@ -382,6 +404,35 @@ mod tests {
         let lsn = writer.append(|buffer| codec::encode(command, now_ms, buffer));
         writer.write().unwrap().sync().unwrap();
         lsn
+    }
+
+    /// A start whose own writes or syncs fail (here a sync of the data
+    /// directory or of the log's cut tail) records the failure like a
+    /// running engine does: the next start in the same boot is refused,
+    /// naming it.
+    #[test]
+    fn a_sync_failing_during_recovery_refuses_the_next_start_in_the_boot() {
+        let storage = MemStorage::new();
+        let config = EngineConfig { shards: 1, ..EngineConfig::default() };
+        let booted = |boot: &str| StoreConfig { boot_id: Some(boot.to_owned()), ..store(&storage) };
+        let clock = Arc::new(ManualClock::new(1_000));
+        let (engine, _) = Engine::open(config, booted("boot-a"), clock.clone(), &Default::default()).unwrap();
+        let sku = Sku::new("sku-1").unwrap();
+        engine.submit_blocking(Request::SetStock { sku, on_hand: 1, expected_version: None }).unwrap();
+        engine.shutdown();
+        drop(engine);
+
+        storage.fail_sync_after(1);
+        let failed = Engine::open(config, booted("boot-a"), clock.clone(), &Default::default()).err();
+        let sync_failed = matches!(
+            &failed,
+            Some(StoreError::Wal(WalError::Io { operation, .. })) if operation.starts_with("fsync")
+        );
+        assert!(sync_failed, "{failed:?}");
+        match Engine::open(config, booted("boot-a"), clock, &Default::default()).err() {
+            Some(StoreError::FailedThisBoot { reason, .. }) => assert!(reason.contains("injected"), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     /// A held part whose home has no record of its cart is aborted; it is

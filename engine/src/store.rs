@@ -6,6 +6,8 @@
 //! DATA_DIR/
 //!   stockd.manifest        "stockd data directory" / "format 2" / "shards N"
 //!   LOCK                   flock()ed by the running process
+//!   STORAGE_FAILED         the boot id and reason of a storage failure, if
+//!                          one happened (`FailureMarker`; .tmp while written)
 //!   shard-00/              00000000000000000001.wal, ..., snapshot-<lsn>.snap,
 //!                          spare-segment.tmp (the next segment, made ahead)
 //!   shard-01/
@@ -129,11 +131,28 @@ impl FailureMarker {
         }
     }
 
+    /// Records `result`'s error if it is a failed write or sync (not, say,
+    /// a missing file or a refused permission), and passes it on.
+    pub fn recorded<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(error @ StoreError::Wal(WalError::Io { operation, .. })) = &result {
+            if ["write", "fsync", "fsync directory", "truncate", "preallocate"].contains(operation) {
+                self.record(&error.to_string());
+            }
+        }
+        result
+    }
+
     /// Removes the marker after a successful start in a later boot.
     pub fn clear(&self) -> Result<(), StoreError> {
-        let path = self.data_dir.join(FAILURE_MARKER);
-        if self.storage.exists(&path) {
-            self.storage.remove(&path).map_err(|e| WalError::io("remove", &path, e))?;
+        let (temp, path) = (self.data_dir.join(format!("{FAILURE_MARKER}.tmp")), self.data_dir.join(FAILURE_MARKER));
+        let mut removed = false;
+        for file in [temp, path] {
+            if self.storage.exists(&file) {
+                self.storage.remove(&file).map_err(|e| WalError::io("remove", &file, e))?;
+                removed = true;
+            }
+        }
+        if removed {
             self.storage.sync_dir(&self.data_dir).map_err(|e| WalError::io("fsync directory", &self.data_dir, e))?;
         }
         Ok(())
@@ -162,7 +181,7 @@ pub enum StoreError {
     )]
     LsnCutAcrossShards { path: PathBuf, shards: usize },
     #[error(
-        "storage failed earlier since this machine booted ({reason}): the kernel may still cache writes that \
+        "storage failed earlier in this boot of the machine ({reason}): the kernel may still cache writes that \
          never reached the disk, and a start now would read them back as durable. Fix the disk, reboot, then \
          start again ({} records the failure; delete it only if no fsync failed, e.g. a full disk)",
         path.display()
@@ -315,6 +334,37 @@ mod tests {
             Err(StoreError::Manifest { reason, .. }) => reason,
             other => panic!("expected a manifest error, got {other:?}"),
         }
+    }
+
+    /// Whether a start with `now` as its boot id is refused by a marker
+    /// whose text is `text`.
+    fn refused(text: &str, now: Option<&str>) -> bool {
+        let storage = MemStorage::new();
+        let data_dir = PathBuf::from("/data");
+        storage.create_dir_all(&data_dir).unwrap();
+        storage.create(&data_dir.join(FAILURE_MARKER)).unwrap().write_at(0, text.as_bytes()).unwrap();
+        let marker = FailureMarker { storage, data_dir, boot_id: now.map(str::to_owned) };
+        match marker.check() {
+            Ok(()) => false,
+            Err(StoreError::FailedThisBoot { reason, .. }) => {
+                assert!(reason == "disk on fire" || !text.contains("disk on fire"), "{reason}");
+                true
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_failure_record_refuses_only_a_start_in_its_boot() {
+        let record = |boot: &str| format!("boot_id {boot}\nreason disk on fire\n");
+        assert!(refused(&record("boot-a"), Some("boot-a")), "the same boot");
+        assert!(!refused(&record("boot-a"), Some("boot-b")), "after a reboot");
+        assert!(refused(&record("unknown"), Some("boot-b")), "recorded where no boot id was known");
+        assert!(refused(&record("boot-a"), None), "no boot id known now");
+        // Cut short by a power cut (it is never synced): an earlier boot.
+        assert!(!refused("", Some("boot-b")), "empty");
+        assert!(!refused("boot_i", Some("boot-b")), "torn");
+        assert!(!refused("boot_id boot-", Some("boot-a")), "torn inside the id");
     }
 
     #[test]

@@ -10,9 +10,10 @@ use crate::command::{Command, Query};
 use crate::recovery::{apply_logged, load_snapshot, replay_shard, RecoveryProgress, ShardRecovery};
 use crate::snapshot::StateImage;
 use crate::state::ShardState;
-use crate::store::{recorded_shards, shard_dir, write_manifest, StoreError};
+use crate::store::{current_boot_id, recorded_shards, shard_dir, write_manifest, FailureMarker, StoreError};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use stockd_wal::{list_segments, list_snapshots, scan, Storage, WalError};
 
 /// A WAL payload as (shard time, command), or why it is not one (for
@@ -68,6 +69,13 @@ pub fn verify(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<ShardCheck>,
             Err(error) => ShardCheck { shard, recovered: None, error: Some(error) },
         })
         .collect())
+}
+
+/// Refuses to read `data_dir` in the boot of a storage failure (see
+/// `FailureMarker`): the log may be read back from cached pages the disk
+/// does not hold, so what a tool reports or copies would not be the disk's.
+pub fn refuse_after_a_failure_this_boot(storage: Arc<dyn Storage>, data_dir: &Path) -> Result<(), StoreError> {
+    FailureMarker { storage, data_dir: data_dir.to_path_buf(), boot_id: current_boot_id() }.check()
 }
 
 /// Every shard's state as a start would recover it (before cross-shard

@@ -131,9 +131,9 @@ fn log_recovery(report: &RecoveryReport) {
     for id in &report.undecidable {
         tracing::warn!(
             reservation = %id,
-            "released a cart part whose home shard had forgotten the cart (its time passed the cart's \
-             retention before the part learnt the decision): if the cart was committed, its other \
-             parts are sold and this one is back in stock; check it against the order"
+            "aborted a cart part with no home record although home's time is past the cart's retention: \
+             home may have forgotten a commit, and then the cart's other parts are sold while this one is \
+             back in stock; check it against the order"
         );
     }
     tracing::info!(

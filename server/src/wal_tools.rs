@@ -1,7 +1,8 @@
 //! `stockd wal verify|inspect|replay|stats` and `stockd snapshot`: what an
 //! SRE runs on the data directory of a stopped server. Each takes the
 //! directory's lock (shared for the read-only ones, so they work on a
-//! read-only copy) and exits 4 while a server holds it.
+//! read-only copy) and exits 4 while a server holds it, 3 in the boot of a
+//! storage failure (they would read the kernel's cache, not the disk).
 //!
 //! `wal verify` exits 0 when healthy, 2 when the only damage is a torn
 //! record at the tail (a start cuts it: it was never acknowledged), and 1
@@ -68,6 +69,11 @@ pub enum WalCommand {
 }
 
 pub fn run(command: WalCommand) -> anyhow::Result<i32> {
+    let (WalCommand::Verify { dir }
+    | WalCommand::Inspect { dir, .. }
+    | WalCommand::Replay { dir, .. }
+    | WalCommand::Stats { dir, .. }) = &command;
+    tools::refuse_after_a_failure_this_boot(Arc::new(FsStorage), dir)?;
     match command {
         WalCommand::Verify { dir } => verify(&dir),
         WalCommand::Inspect { dir, sku, reservation, from_lsn, shard, json } => {

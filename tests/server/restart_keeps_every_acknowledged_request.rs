@@ -209,9 +209,9 @@ async fn a_second_signal_stops_waiting_for_a_stalled_request() {
 }
 
 /// A storage failure recorded in the data directory during this boot (as
-/// the engine writes it when an fsync fails) stops the next start with
-/// exit code 3 and the reason; a record from another boot is removed by a
-/// start that serves.
+/// the engine writes it when an fsync fails) stops the next start, and the
+/// `wal` tools, with exit code 3 and the reason; a record from another boot
+/// is removed by a start that serves.
 #[test]
 fn a_start_in_the_boot_of_a_storage_failure_exits_3_until_a_reboot() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,6 +225,9 @@ fn a_start_in_the_boot_of_a_storage_failure_exits_3_until_a_reboot() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("disk on fire") && stderr.contains("reboot"), "{stderr}");
+    // The tools would read the same cached pages: they refuse as well.
+    let verify = support::stockd().args(["wal", "verify"]).arg(dir.path()).output().unwrap();
+    assert_eq!(verify.status.code(), Some(3), "{}", String::from_utf8_lossy(&verify.stderr));
 
     std::fs::write(&marker, record("an-earlier-boot")).unwrap();
     let server = start(dir.path());
