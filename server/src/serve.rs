@@ -20,6 +20,8 @@ use stockd_engine::{Engine, FsyncPolicy, RecoveryProgress, RecoveryReport, Store
 
 /// Exit code after a storage failure.
 pub const EXIT_STORAGE_FAILED: i32 = 3;
+/// Undecidable cart parts (`RecoveryReport::undecidable`) named in the log.
+const UNDECIDABLE_LOGGED_MAX: usize = 100;
 
 /// How long a stopping server waits for requests in flight (idle keep-alive
 /// connections included) before it closes them and drains the shards.
@@ -128,12 +130,19 @@ fn log_recovery(report: &RecoveryReport) {
             "recovered shard"
         );
     }
-    for id in &report.undecidable {
+    // One line each, up to a bound: a large clock step could make many.
+    for id in report.undecidable.iter().take(UNDECIDABLE_LOGGED_MAX) {
         tracing::warn!(
             reservation = %id,
             "aborted a cart part with no home record although home's time is past the cart's retention: \
              home may have forgotten a commit, and then the cart's other parts are sold while this one is \
              back in stock; check it against the order"
+        );
+    }
+    if report.undecidable.len() > UNDECIDABLE_LOGGED_MAX {
+        tracing::warn!(
+            count = report.undecidable.len(),
+            "more cart parts were aborted that way than listed above (`stockd wal inspect` shows their Abort records)"
         );
     }
     tracing::info!(
