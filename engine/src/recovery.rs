@@ -505,16 +505,8 @@ mod tests {
             engine.shutdown();
             drop(engine);
 
-            let dir = shard_dir(std::path::Path::new("/data"), 0);
-            let replayed =
-                replay_shard(storage.as_ref(), std::path::Path::new("/data"), 0, &Default::default()).unwrap();
-            let options =
-                LogOptions { shard: 0, segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN, spare_segments: true };
-            let mut writer = LogWriter::open(storage.clone(), &dir, options, replayed.tail).unwrap();
             let nobody = Command::Commit { id: crate::ReservationId::new("nobody").unwrap() };
-            let bad_lsn = writer.append(|buffer| codec::encode(&nobody, 2_000, buffer));
-            writer.write().unwrap().sync().unwrap();
-            drop(writer);
+            let bad_lsn = append(&storage, 0, &nobody, 2_000);
 
             let error = Engine::open(config, store(&storage), clock, &Default::default()).err().expect("refuses");
             match error {

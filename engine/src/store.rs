@@ -99,7 +99,7 @@ impl FailureMarker {
     /// Writes the marker (a temp file renamed, so it is whole). Best
     /// effort: the disk has just failed; the process stops either way.
     pub fn record(&self, reason: &str) {
-        let (temp, path) = (self.data_dir.join(format!("{FAILURE_MARKER}.tmp")), self.data_dir.join(FAILURE_MARKER));
+        let [temp, path] = self.paths();
         let boot = self.boot_id.as_deref().unwrap_or("unknown");
         let text = format!("boot_id {boot}\nreason {}\n", reason.replace('\n', " "));
         let write = || -> std::io::Result<()> {
@@ -116,7 +116,7 @@ impl FailureMarker {
     /// boot is unknown. A marker without its boot id (cut short by a power
     /// cut, being unsynced) can only be from an earlier boot.
     pub fn check(&self) -> Result<(), StoreError> {
-        let path = self.data_dir.join(FAILURE_MARKER);
+        let [_, path] = self.paths();
         if !self.storage.exists(&path) {
             return Ok(());
         }
@@ -142,11 +142,15 @@ impl FailureMarker {
         result
     }
 
+    /// The temp file the marker is written to, and the marker.
+    fn paths(&self) -> [PathBuf; 2] {
+        [self.data_dir.join(format!("{FAILURE_MARKER}.tmp")), self.data_dir.join(FAILURE_MARKER)]
+    }
+
     /// Removes the marker after a successful start in a later boot.
     pub fn clear(&self) -> Result<(), StoreError> {
-        let (temp, path) = (self.data_dir.join(format!("{FAILURE_MARKER}.tmp")), self.data_dir.join(FAILURE_MARKER));
         let mut removed = false;
-        for file in [temp, path] {
+        for file in self.paths() {
             if self.storage.exists(&file) {
                 self.storage.remove(&file).map_err(|e| WalError::io("remove", &file, e))?;
                 removed = true;
