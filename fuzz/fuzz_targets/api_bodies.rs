@@ -11,7 +11,7 @@ use stockd_engine::Request;
 use stockd_server::http::auth::Role;
 use stockd_server::http::error::ApiError;
 use stockd_server::http::types::{RawBatch, ReserveBody, SetStockBody};
-use stockd_server::http::{batch, convert};
+use stockd_server::http::{batch, convert, json};
 
 fn accepted(planned: Result<Request, ApiError>) {
     match planned {
@@ -26,15 +26,17 @@ fn accepted(planned: Result<Request, ApiError>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(body) = serde_json::from_slice::<ReserveBody>(data) {
+    if let Ok(body) = json::parse::<ReserveBody>(data) {
         accepted(convert::reserve(&body.id, body.lines, body.ttl_ms).map(|(request, _)| request));
     }
-    if let Ok(body) = serde_json::from_slice::<RawBatch<'_>>(data) {
+    if let Ok(body) = json::parse::<RawBatch<'_>>(data) {
         for op in body.ops {
             for role in [Role::Read, Role::Checkout, Role::Admin] {
                 accepted(batch::plan(op.get(), role).map(|(request, _)| request));
             }
         }
     }
-    let _ = serde_json::from_slice::<SetStockBody>(data);
+    if let Err(error) = json::parse::<SetStockBody>(data) {
+        assert!(error.status.is_client_error(), "bad body answered {}", error.status);
+    }
 });

@@ -117,6 +117,52 @@ fn cases() -> Vec<Case> {
             "sku_invalid",
         ),
         case("bad percent-encoding", Method::GET, "/v1/reservations/%FF%FE", "", 400, "invalid_path"),
+        case("a malformed escape in an id", Method::POST, "/v1/reservations/held%/release", "", 400, "invalid_path"),
+        case("a malformed escape in a SKU", Method::PUT, "/v1/skus/tee%zz", r#"{"on_hand": 1}"#, 400, "invalid_path"),
+        // serde would read a struct from an array, field by field.
+        case("a SKU body as an array", Method::PUT, "/v1/skus/tee", "[7]", 422, "invalid_body"),
+        case("an adjust body as an array", Method::POST, "/v1/skus/tee/adjust", "[-3]", 422, "invalid_body"),
+        case(
+            "a reserve body as an array",
+            Method::POST,
+            "/v1/reservations",
+            r#"["a", [["tee", 1]]]"#,
+            422,
+            "invalid_body",
+        ),
+        reserve("a line as an array", json!({"id": "a", "lines": [["tee", 1]]}), 422, "invalid_body"),
+        case("a commit body as an array", Method::POST, "/v1/reservations/held/commit", "[null]", 422, "invalid_body"),
+        case("a release body as an array", Method::POST, "/v1/reservations/held/release", "[]", 422, "invalid_body"),
+        case(
+            "a batch body as an array",
+            Method::POST,
+            "/v1/batch",
+            r#"[[{"op": "adjust", "sku": "tee", "delta": -3}]]"#,
+            422,
+            "invalid_body",
+        ),
+        Case {
+            content_type: Some("application/merge-patch+json"),
+            ..case(
+                "a JSON-like content type",
+                Method::PUT,
+                "/v1/skus/tee",
+                r#"{"on_hand": 1}"#,
+                415,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            content_type: Some("application/merge-patch+json"),
+            ..case(
+                "a JSON-like content type on a batch",
+                Method::POST,
+                "/v1/batch",
+                r#"{"ops": []}"#,
+                415,
+                "unsupported_media_type",
+            )
+        },
         case("a fractional delta", Method::POST, "/v1/skus/tee/adjust", r#"{"delta": 0.5}"#, 422, "invalid_body"),
         case(
             "a delta past i64",
@@ -222,6 +268,22 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     let answer = c.send(Method::POST, "/v1/batch", Some(Bytes::from(body))).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK, "a {kib} KiB batch");
     assert_eq!(answer.json().unwrap()["results"][999]["status"], 404, "every op answered");
+
+    // Ops written as arrays are refused one by one, like any malformed op.
+    let ops = json!({"ops": [
+        ["adjust", null, null, null, null, "tee", null, null, -3],
+        {"op": "reserve", "id": "a", "lines": [["tee", 1]]},
+    ]});
+    let answer = c.json(Method::POST, "/v1/batch", &ops).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let results = answer.json().unwrap()["results"].clone();
+    for (at, result) in results.as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            (result["status"].as_u64(), result["body"]["error"].as_str()),
+            (Some(422), Some("invalid_body")),
+            "op {at}"
+        );
+    }
 
     let after = c.send(Method::GET, "/v1/skus/tee", None).await.unwrap().json().unwrap();
     assert_eq!(after, before, "no bad request changed the stock");

@@ -8,7 +8,7 @@
 use crate::http::auth::{forbidden, Caller, Role};
 use crate::http::convert;
 use crate::http::error::ApiError;
-use crate::http::json::json_body;
+use crate::http::json::{json_body, Object};
 use crate::http::types::{
     BatchBody, BatchOp, BatchOpKind, BatchOpTag, BatchResult, BatchResults, ErrorBody, LineBody, RawBatch, ResultBody,
 };
@@ -43,8 +43,7 @@ pub async fn batch(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResults>, ApiError> {
-    let bytes = bytes
-        .map_err(|rejection| ApiError::from(axum::extract::rejection::JsonRejection::BytesRejection(rejection)))?;
+    let bytes = bytes?;
     let body: RawBatch<'_> = json_body(&headers, &bytes)?;
     let ops_max = state.limits().batch_ops_max;
     if body.ops.len() > ops_max {
@@ -76,7 +75,7 @@ pub async fn batch(
 /// fuzz target).
 pub fn plan(text: &str, role: Role) -> Result<(Request, Answer), ApiError> {
     let op: BatchOp = match serde_json::from_str(text) {
-        Ok(op) => op,
+        Ok(Object(op)) => op,
         Err(error) => {
             // An op the caller may not run is forbidden, however malformed.
             if let Ok(tag) = serde_json::from_str::<BatchOpTag>(text) {

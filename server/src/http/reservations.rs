@@ -2,11 +2,10 @@
 
 use crate::http::convert;
 use crate::http::error::ApiError;
-use crate::http::json::{AppJson, OptionalJson};
+use crate::http::json::{AppJson, OptionalJson, PathSegment};
 use crate::http::types::{CommitBody, DecisionBody, ErrorBody, ReleaseBody, ReservationBody, ReserveBody};
 use crate::http::AppState;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -49,7 +48,7 @@ pub fn held_response(status: StatusCode, body: ReservationBody, replayed: bool) 
         (status = 409, body = ErrorBody, description = "reservation_expired, reservation_released")))]
 pub async fn commit(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    path: Result<PathSegment, ApiError>,
     body: OptionalJson<CommitBody>,
 ) -> Result<Json<DecisionBody>, ApiError> {
     let id = convert::reservation_id(&path?.0)?;
@@ -69,7 +68,7 @@ pub async fn commit(
         (status = 409, body = ErrorBody, description = "reservation_committed, reservation_expired")))]
 pub async fn release(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    path: Result<PathSegment, ApiError>,
     // Read only to refuse a body that is not empty or `{}`.
     _empty: OptionalJson<ReleaseBody>,
 ) -> Result<Json<DecisionBody>, ApiError> {
@@ -84,7 +83,7 @@ pub async fn release(
     responses((status = 200, body = ReservationBody), (status = 404, body = ErrorBody, description = "unknown_reservation")))]
 pub async fn get_reservation(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    path: Result<PathSegment, ApiError>,
 ) -> Result<Json<ReservationBody>, ApiError> {
     let id = convert::reservation_id(&path?.0)?;
     let outcome = state.submit(Request::GetReservation { id }).await?;

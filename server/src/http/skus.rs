@@ -2,11 +2,10 @@
 
 use crate::http::convert;
 use crate::http::error::ApiError;
-use crate::http::json::AppJson;
+use crate::http::json::{AppJson, PathSegment};
 use crate::http::types::{AdjustBody, ErrorBody, SetStockBody, SkuBody};
 use crate::http::AppState;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use stockd_engine::{Rejection, Request};
 
@@ -21,7 +20,7 @@ use stockd_engine::{Rejection, Request};
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn set_stock(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    path: Result<PathSegment, ApiError>,
     AppJson(body): AppJson<SetStockBody>,
 ) -> Result<Json<SkuBody>, ApiError> {
     let sku = convert::sku(&path?.0)?;
@@ -42,7 +41,7 @@ pub async fn set_stock(
         (status = 422, body = ErrorBody, description = "on_hand_too_large, invalid_body")))]
 pub async fn adjust(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    path: Result<PathSegment, ApiError>,
     AppJson(body): AppJson<AdjustBody>,
 ) -> Result<Json<SkuBody>, ApiError> {
     let sku = convert::sku(&path?.0)?;
@@ -56,7 +55,7 @@ pub async fn adjust(
     responses((status = 200, body = SkuBody), (status = 404, body = ErrorBody, description = "unknown_sku")))]
 pub async fn get_sku(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    path: Result<PathSegment, ApiError>,
 ) -> Result<Json<SkuBody>, ApiError> {
     let sku = convert::sku(&path?.0)?;
     match state.engine()?.read_view().get(sku.as_str()) {

@@ -40,6 +40,7 @@ pub struct ReserveBody {
     /// The idempotency key: 1..=128 printable ASCII bytes.
     pub id: String,
     /// 1..=100 lines, no SKU twice.
+    #[serde(deserialize_with = "crate::http::json::object_lines")]
     pub lines: Vec<LineBody>,
     /// Hold length, 1000..=86400000 ms (default 900000).
     #[serde(default)]
@@ -198,6 +199,7 @@ impl BatchOpKind {
 pub struct BatchOp {
     pub op: BatchOpKind,
     pub id: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::json::optional_object_lines")]
     pub lines: Option<Vec<LineBody>>,
     pub ttl_ms: Option<u64>,
     pub order: Option<serde_json::Map<String, serde_json::Value>>,
