@@ -16,6 +16,7 @@ use crate::command::{Command, PartOutcome, PartReply, PartView, Query};
 use crate::durable::Failure;
 use crate::hash::{cart_fingerprint, shard_of};
 use crate::ids::ReservationId;
+use crate::inbox::{self, Inbox};
 use crate::limits::{
     BATCH_LEN_MAX_DEFAULT, BATCH_REQUESTS_MAX, CAPTURE_SLICE_DEFAULT, PENDING_CARTS_MAX_DEFAULT, QUEUE_LEN_MAX_DEFAULT,
     RETENTION_MS_DEFAULT, SHARDS_MAX, TTL_MS_DEFAULT, TTL_MS_MAX, TTL_MS_MIN,
@@ -27,7 +28,7 @@ use crate::shard::{self, ClientMessage, ClientOp, CompletionTarget, Durability, 
 use crate::state::{ShardConfig, ShardState};
 use crate::stats::ShardStats;
 use crate::store::DirLock;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use futures::future::join_all;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -87,7 +88,7 @@ impl EngineConfig {
 
 pub struct Engine {
     config: EngineConfig,
-    clients: Vec<Sender<ClientMessage>>,
+    clients: Vec<Inbox>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     read_view: ReadView,
     stats: Vec<Arc<ShardStats>>,
@@ -157,7 +158,7 @@ impl Engine {
         config.check();
         assert_eq!(states.len(), config.shards);
         let (clients, client_inboxes): (Vec<_>, Vec<_>) =
-            (0..config.shards).map(|_| crossbeam_channel::bounded(config.queue_len_max)).unzip();
+            (0..config.shards).map(|_| inbox::bounded(config.queue_len_max)).unzip();
         let (peers, peer_inboxes): (Vec<Sender<PeerMail>>, Vec<_>) =
             (0..config.shards).map(|_| crossbeam_channel::unbounded()).unzip();
         let mut threads = Vec::with_capacity(config.shards);
@@ -429,8 +430,8 @@ impl Engine {
             return;
         }
         for client in &self.clients {
-            // A shard that already exited has dropped its inbox; nothing to stop.
-            let _ = client.send(ClientMessage::Stop);
+            // A shard that already exited drops it.
+            client.send(ClientMessage::Stop);
         }
         for thread in self.threads.lock().drain(..) {
             if let Err(panic) = thread.join() {
@@ -505,11 +506,8 @@ impl Engine {
             return Err(Rejection::ShuttingDown);
         }
         let (reply, answer) = oneshot::channel();
-        match self.clients[shard].try_send(ClientMessage::One { op, reply }) {
-            Ok(()) => answer.await.unwrap_or(Err(Rejection::ShuttingDown)),
-            Err(TrySendError::Full(_)) => Err(Rejection::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(Rejection::ShuttingDown),
-        }
+        self.clients[shard].try_send(ClientMessage::One { op, reply })?;
+        answer.await.unwrap_or(Err(Rejection::ShuttingDown))
     }
 
     async fn send_many(&self, shard: usize, ops: Vec<ClientOp>) -> Vec<PartOutcome> {
@@ -525,8 +523,7 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         match self.clients[shard].try_send(ClientMessage::Many { ops, reply }) {
             Ok(()) => Dispatched::Sent(answer),
-            Err(TrySendError::Full(_)) => Dispatched::Refused(Rejection::Busy),
-            Err(TrySendError::Disconnected(_)) => Dispatched::Refused(Rejection::ShuttingDown),
+            Err(rejection) => Dispatched::Refused(rejection),
         }
     }
 
@@ -626,5 +623,90 @@ mod tests {
         assert!(matches!(engine.submit_blocking(wide), Ok(Reply::Held(Hold { replayed: true, .. }))));
         assert_eq!(engine.submit_blocking(narrow), Err(Rejection::IdempotencyKeyReused));
         futures::executor::block_on(engine.audit()).expect("invariants hold");
+    }
+
+    /// A log that holds the first command it is given until told, then
+    /// panics, as a shard would on a bug.
+    struct PanicsOnAppend {
+        entered: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Durability for PanicsOnAppend {
+        fn append(&mut self, _command: &Command, _now_ms: u64) {
+            self.entered.send(()).unwrap();
+            let _ = self.release.recv();
+            panic!("injected: a shard panics mid-batch");
+        }
+        fn end_batch(&mut self, completion: shard::Completion) -> shard::Completion {
+            completion
+        }
+        fn failure(&self) -> Option<Rejection> {
+            None
+        }
+        fn wants_snapshot(&self) -> bool {
+            false
+        }
+        fn snapshot_image(
+            &mut self,
+            _room: &dyn Fn() -> crate::snapshot::ImageRoom,
+        ) -> Option<crate::snapshot::StateImage> {
+            None
+        }
+        fn last_lsn(&self) -> Option<u64> {
+            None
+        }
+        fn close(self: Box<Self>) {}
+    }
+
+    /// Waits for `request`'s answer on another thread, for at most a
+    /// minute (a caller left waiting fails the test instead of hanging it).
+    fn answer_within_a_minute(pending: impl std::future::Future<Output = Outcome> + Send + 'static) -> Outcome {
+        let (answer, answered) = std::sync::mpsc::channel();
+        std::thread::spawn(move || answer.send(futures::executor::block_on(pending)));
+        answered.recv_timeout(std::time::Duration::from_secs(60)).expect("the caller was answered")
+    }
+
+    /// A shard that stops by a panic leaves nobody waiting: the request it
+    /// had taken, the requests queued behind it, and a request sent after
+    /// it is gone are all answered `shutting_down`. (The queued ones used
+    /// to wait until the engine was dropped: the channel keeps queued
+    /// messages while a sender lives.)
+    #[test]
+    fn every_caller_of_a_shard_that_panicked_is_answered() {
+        let (entered, shard_entered) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let mut released = Some(released);
+        let config = EngineConfig { shards: 1, ..EngineConfig::default() };
+        let states = vec![ShardState::new(ShardConfig { shard: 0 })];
+        let engine = Arc::new(Engine::launch(config, Arc::new(SystemClock), states, 0, |_, _, _| {
+            Box::new(PanicsOnAppend { entered: entered.clone(), release: released.take().unwrap() })
+        }));
+        let set_stock = |on_hand| Request::SetStock { sku: Sku::new("tee").unwrap(), on_hand, expected_version: None };
+        let submit = |on_hand| {
+            let engine = Arc::clone(&engine);
+            let mut pending = Box::pin(async move { engine.submit(set_stock(on_hand)).await });
+            // The first poll puts the request in the queue.
+            let waker = std::task::Waker::noop();
+            let polled = std::future::Future::poll(pending.as_mut(), &mut std::task::Context::from_waker(waker));
+            assert!(polled.is_pending());
+            pending
+        };
+        let taken = submit(1);
+        shard_entered.recv().unwrap();
+        let queued = [submit(2), submit(3)];
+        assert_eq!(engine.queue_len(0), 2, "two requests wait behind the one the shard holds");
+        release.send(()).unwrap();
+        assert_eq!(answer_within_a_minute(taken), Err(Rejection::ShuttingDown), "the request the shard held");
+        for pending in queued {
+            assert_eq!(answer_within_a_minute(pending), Err(Rejection::ShuttingDown), "a queued request");
+        }
+        let after = {
+            let engine = Arc::clone(&engine);
+            async move { engine.submit(set_stock(4)).await }
+        };
+        assert_eq!(answer_within_a_minute(after), Err(Rejection::ShuttingDown), "a request sent after");
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.shutdown()));
+        assert!(stopped.is_err(), "the shard's panic comes out of shutdown");
     }
 }

@@ -40,6 +40,7 @@ mod engine;
 pub mod hash;
 mod id_index;
 pub mod ids;
+mod inbox;
 pub mod limits;
 pub mod read_view;
 mod recovery;

@@ -16,6 +16,7 @@ use crate::carts::{CartRequest, Carts};
 use crate::clock::Clock;
 use crate::command::{CartLine, Command, PartOutcome, PartReply, Query, ReservePart};
 use crate::ids::{ReservationId, Sku};
+use crate::inbox::ShardEnd;
 use crate::limits::{IDLE_TICK_MS, TICK_EVENTS_MAX};
 use crate::read_view::{SharedSkuIndex, SkuCounts};
 use crate::rejection::Rejection;
@@ -327,7 +328,7 @@ impl Durability for InMemory {
 
 /// What a shard thread is given.
 pub(crate) struct ShardContext {
-    pub client_inbox: Receiver<ClientMessage>,
+    pub client_inbox: ShardEnd,
     pub peer_inbox: Receiver<PeerMail>,
     pub clock: Arc<dyn Clock>,
     pub batch_len_max: usize,
@@ -389,7 +390,7 @@ impl Turn<'_, '_> {
 
 pub(crate) fn run(mut state: ShardState, context: ShardContext) {
     let ShardContext {
-        client_inbox,
+        client_inbox: ShardEnd { queue: client_inbox, guard: _exit_guard },
         peer_inbox,
         clock,
         batch_len_max,
