@@ -176,3 +176,42 @@ fn cuts_keep_the_cart_whole(clock: SkewedClock) -> (bool, bool) {
     assert_eq!(seen.len(), 3, "cuts before the cart, while it is held, and after its commit");
     (ahead, behind)
 }
+
+/// A replay that one shard cannot finish (here: a damaged record on the
+/// second shard) writes nothing, not the shards before it; and a directory
+/// whose shard directories hold files but which has no manifest (what an
+/// interrupted replay leaves) is refused at start instead of served as a
+/// partial state.
+#[test]
+fn a_replay_a_shard_cannot_finish_leaves_no_directory_that_starts() {
+    let storage = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let engine = open(&storage, "/data", &clock);
+    for i in 0..SKUS {
+        engine.submit_blocking(Request::SetStock { sku: sku(i), on_hand: 10, expected_version: None }).unwrap();
+    }
+    engine.shutdown();
+    drop(engine);
+    let shard_dir = Path::new("/data/shard-01");
+    let segment = storage.list(shard_dir).unwrap().into_iter().find(|name| name.ends_with(".wal")).unwrap();
+    let segment = shard_dir.join(segment);
+    let at = stockd_wal::format::SEGMENT_HEADER_LEN + stockd_wal::format::RECORD_HEADER_LEN;
+    let byte = storage.read(&segment).unwrap()[at];
+    storage.open(&segment).unwrap().write_at(at as u64, &[!byte]).unwrap();
+
+    let failed = replay_into(storage.as_ref(), Path::new("/data"), Path::new("/copy"), ReplayBound::End);
+    assert!(failed.is_err(), "the second shard's first record is damaged");
+    assert!(!storage.exists(Path::new("/copy")), "nothing is written, not even the first shard");
+
+    // What an interrupted replay leaves: a shard's snapshot, no manifest.
+    let half = Path::new("/half/shard-00");
+    storage.create_dir_all(half).unwrap();
+    storage.create(&half.join("snapshot-00000000000000000004.snap")).unwrap().write_at(0, b"partial").unwrap();
+    let store = StoreConfig { storage: storage.clone(), lock: false, ..StoreConfig::new("/half") };
+    let config = EngineConfig { shards: SHARDS, ..EngineConfig::default() };
+    match Engine::open(config, store, clock.clone(), &Default::default()) {
+        Err(StoreError::Manifest { reason, .. }) => assert!(reason.contains("replay"), "{reason}"),
+        Err(other) => panic!("expected a manifest error, got {other}"),
+        Ok(_) => panic!("a directory with shard files and no manifest started"),
+    }
+}

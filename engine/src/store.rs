@@ -131,11 +131,11 @@ impl FailureMarker {
         }
     }
 
-    /// Records `result`'s error if it is a failed write or sync (not, say,
-    /// a missing file or a refused permission), and passes it on.
+    /// Records `result`'s error if it is a storage failure
+    /// (`StoreError::is_storage_failure`), and passes it on.
     pub fn recorded<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(error @ StoreError::Wal(WalError::Io { operation, .. })) = &result {
-            if ["write", "fsync", "fsync directory", "truncate", "preallocate"].contains(operation) {
+        if let Err(error) = &result {
+            if error.is_storage_failure() {
                 self.record(&error.to_string());
             }
         }
@@ -193,11 +193,24 @@ pub enum StoreError {
     FailedThisBoot { path: PathBuf, reason: String },
 }
 
+impl StoreError {
+    /// A failed write or sync (not, say, a missing file or a refused
+    /// permission): the disk failed. Recorded in the data directory
+    /// (`FailureMarker::recorded`); the server exits 3 on it.
+    pub fn is_storage_failure(&self) -> bool {
+        const WRITES: [&str; 5] = ["write", "fsync", "fsync directory", "truncate", "preallocate"];
+        matches!(self, StoreError::Wal(WalError::Io { operation, .. }) if WRITES.contains(operation))
+    }
+}
+
 pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
     data_dir.join(format!("shard-{shard:02}"))
 }
 
 const MANIFEST: &str = "stockd.manifest";
+/// Shard directories a start looks into when there is no manifest (every
+/// shard count a directory can have).
+const MANIFESTLESS_SHARDS_CHECKED: usize = crate::limits::SHARDS_MAX;
 
 /// Format 1 logged every command at the size of the largest (a commit took
 /// 160 bytes, now 80). It was only ever written by development builds, so
@@ -257,6 +270,27 @@ pub(crate) fn prepare_layout(storage: &dyn Storage, data_dir: &Path, shards: usi
             None => Ok(()),
         },
         None => {
+            // A new directory. One whose shard directories hold files but
+            // that has no manifest was not made by a start (which writes the
+            // manifest before any file): a `wal replay --into` that did not
+            // finish, or a lost manifest. Starting would serve a partial state.
+            for shard in 0..MANIFESTLESS_SHARDS_CHECKED {
+                let dir = shard_dir(data_dir, shard);
+                let files = match storage.exists(&dir) {
+                    true => storage.list(&dir).map_err(|e| WalError::io("list", &dir, e))?,
+                    false => Vec::new(),
+                };
+                if !files.is_empty() {
+                    return Err(StoreError::Manifest {
+                        path: data_dir.join(MANIFEST),
+                        reason: format!(
+                            "missing, but {} holds files: an unfinished `stockd wal replay --into`, or a lost \
+                             manifest; replay again into a new directory, or restore the manifest from a backup",
+                            dir.display()
+                        ),
+                    });
+                }
+            }
             for shard in 0..shards {
                 let dir = shard_dir(data_dir, shard);
                 storage.create_dir_all(&dir).map_err(|e| WalError::io("create", &dir, e))?;

@@ -175,13 +175,18 @@ pub fn replay_into(
             reason: "the target must not exist yet".into(),
         });
     }
+    // Every shard replayed before anything is written: a shard that cannot
+    // reach the point (its snapshot is past it, a damaged record before it)
+    // leaves no target behind.
+    let replayed = (0..shards as u16)
+        .map(|shard| replay_bounded(storage, source, shard, bound))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     storage.create_dir_all(target).map_err(|e| WalError::io("create", target, e))?;
     if let Some(parent) = target.parent() {
         storage.sync_dir(parent).map_err(|e| WalError::io("fsync directory", parent, e))?;
     }
     let mut stopped_at = Vec::with_capacity(shards);
-    for shard in 0..shards as u16 {
-        let (state, lsn, now_ms) = replay_bounded(storage, source, shard, bound)?;
+    for (shard, (state, lsn, now_ms)) in (0..shards as u16).zip(replayed) {
         let image = state.capture(lsn, now_ms);
         let dir = shard_dir(target, usize::from(shard));
         storage.create_dir_all(&dir).map_err(|e| WalError::io("create", &dir, e))?;
@@ -194,8 +199,9 @@ pub fn replay_into(
         })?;
         stopped_at.push(lsn);
     }
-    // Last: a target with a manifest is complete (an interrupted replay
-    // leaves none, and nothing starts on it half-made).
+    // Last: a target with a manifest is complete. One that failed while
+    // writing (or was cut by a crash) has none, and a start refuses it
+    // (`store::prepare_layout`: shard files without a manifest).
     write_manifest(storage, target, shards)?;
     Ok(stopped_at)
 }

@@ -96,12 +96,13 @@ pub const EXIT_IN_USE: i32 = 4;
 
 /// The process exit code for an error: [`EXIT_IN_USE`] when the data
 /// directory is locked by another process, `EXIT_STORAGE_FAILED` when
-/// storage failed earlier in this boot, 1 otherwise.
+/// storage failed (now, or earlier in this boot), 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     let store_error = error.chain().find_map(|cause| cause.downcast_ref::<StoreError>());
     match store_error {
         Some(StoreError::Locked { .. }) => EXIT_IN_USE,
         Some(StoreError::FailedThisBoot { .. }) => crate::serve::EXIT_STORAGE_FAILED,
+        Some(error) if error.is_storage_failure() => crate::serve::EXIT_STORAGE_FAILED,
         _ => 1,
     }
 }
@@ -322,8 +323,13 @@ pub fn snapshot(dir: &Path) -> anyhow::Result<()> {
     let shards = tools::shard_count(&FsStorage, dir)?;
     let config = EngineConfig { shards, ..EngineConfig::default() };
     let progress = Arc::new(RecoveryProgress::default());
-    let opened =
-        with_recovery_bar(&progress, || Engine::open(config, StoreConfig::new(dir), Arc::new(SystemClock), &progress));
+    // It writes no segment: no spare is made ahead of need (the server's
+    // setting is not known here, and a disk kept lean for
+    // `--spare-segments false` would get 64 MiB per shard). Spares and
+    // recycled segments already there are removed; a server makes them
+    // again as it needs them.
+    let store = StoreConfig { spare_segments: false, ..StoreConfig::new(dir) };
+    let opened = with_recovery_bar(&progress, || Engine::open(config, store, Arc::new(SystemClock), &progress));
     let (engine, report) =
         opened.with_context(|| format!("recovering {} (is a server running on it?)", dir.display()))?;
     futures::executor::block_on(engine.snapshot())
@@ -411,6 +417,23 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write or sync that fails during a start's recovery exits 3, like
+    /// one that fails while serving; a read that fails, or a directory a
+    /// server holds, does not.
+    #[test]
+    fn a_storage_failure_exits_3() {
+        let io = |operation| {
+            let source = std::io::Error::other("injected");
+            anyhow::Error::new(StoreError::Wal(stockd_wal::WalError::io(operation, Path::new("/d/x.wal"), source)))
+                .context("recovering")
+        };
+        for operation in ["write", "fsync", "fsync directory", "truncate", "preallocate"] {
+            assert_eq!(exit_code(&io(operation)), crate::serve::EXIT_STORAGE_FAILED, "{operation}");
+        }
+        assert_eq!(exit_code(&io("read")), 1);
+        assert_eq!(exit_code(&anyhow::Error::new(StoreError::Locked { path: "/d".into() })), EXIT_IN_USE);
+    }
 
     #[test]
     fn times_round_trip_through_rfc3339() {

@@ -194,6 +194,14 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
     // An offline snapshot; the directory still verifies and serves the same state.
     let snapshot = run(&["snapshot"], &data);
     assert!(snapshot.status.success() && stdout(&snapshot).contains("snapshot at LSN"), "{}", stdout(&snapshot));
+    // It makes no spare segment (a disk kept lean for `--spare-segments
+    // false` stays so); the server makes one again when it needs it.
+    let spares: Vec<_> = std::fs::read_dir(data.join("shard-00"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(spares.is_empty(), "{spares:?}");
     let stats = run(&["wal", "stats", "--json"], &data);
     let stats: Value = serde_json::from_str(stdout(&stats).trim()).unwrap();
     assert_eq!(stats["shards"][0]["snapshot_lsn"], 4);
