@@ -12,6 +12,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 use stockd_engine::limits::{QUEUE_LEN_MAX_DEFAULT, RETENTION_MS_DEFAULT, TTL_MS_DEFAULT};
 use stockd_engine::store::SNAPSHOT_EVERY_BYTES_DEFAULT;
+
+/// Bounds of settings that are not request limits: past them a start would
+/// fail late (a segment the disk cannot preallocate is a storage failure,
+/// which refuses every start until a reboot) or allocate without need (a
+/// queue's slots are allocated up front).
+const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+const SNAPSHOT_EVERY_BYTES_MIN: u64 = 1 << 20;
+const QUEUE_LEN_MAX: u64 = 1 << 20;
+const CONNECTIONS_MAX: u64 = 1 << 20;
 use stockd_engine::{EngineConfig, FsyncPolicy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -34,16 +43,18 @@ pub struct ServeArgs {
     /// Where the WAL and snapshots live.
     #[arg(long, env = "STOCKD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Shards (default: available cores). Fixed for the life of a data directory.
+    /// Shards (default: half the cores, at least 1). Fixed for the life of a data directory.
     #[arg(long, env = "STOCKD_SHARDS")]
     pub shards: Option<usize>,
     #[arg(long, env = "STOCKD_FSYNC", value_enum)]
     pub fsync: Option<Fsync>,
-    /// Serve a non-loopback address without tokens (refused otherwise).
-    #[arg(long, env = "STOCKD_INSECURE_NO_AUTH")]
-    pub insecure_no_auth: bool,
+    /// Serve a non-loopback address without tokens (refused otherwise);
+    /// `--insecure-no-auth=false` turns off a `true` in the file.
+    #[arg(long, env = "STOCKD_INSECURE_NO_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub insecure_no_auth: Option<bool>,
     /// A bearer token as `role:token` (roles: admin, checkout, read); repeat, or
-    /// comma-separate in STOCKD_TOKENS.
+    /// comma-separate in STOCKD_TOKENS. Given here, they replace the file's
+    /// tokens (so a rotated token is not still accepted from the file).
     #[arg(long = "token", env = "STOCKD_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub tokens: Vec<String>,
     /// PEM certificate chain for TLS (with --tls-key).
@@ -163,11 +174,14 @@ impl Config {
                 .or(file.request_timeout_ms)
                 .map_or(http.request_timeout, Duration::from_millis),
         };
-        let mut tokens: Vec<(String, Role)> = file.tokens.into_iter().map(|entry| (entry.token, entry.role)).collect();
+        let mut tokens: Vec<(String, Role)> = Vec::new();
         for text in &args.tokens {
             let (role, token) = text.split_once(':').context("a token is given as role:token")?;
             let role = Role::parse(role).with_context(|| format!("unknown role {role:?} (admin, checkout, read)"))?;
             tokens.push((token.to_owned(), role));
+        }
+        if args.tokens.is_empty() {
+            tokens = file.tokens.into_iter().map(|entry| (entry.token, entry.role)).collect();
         }
         // A token must be presentable as `Authorization: Bearer <token>`.
         if let Some((_, role)) =
@@ -206,7 +220,7 @@ impl Config {
             connections_max: args.connections_max.or(file.connections_max).unwrap_or(1_024),
             limits,
         };
-        config.check(args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false))?;
+        config.check(args.insecure_no_auth.or(file.insecure_no_auth).unwrap_or(false))?;
         Ok(config)
     }
 
@@ -224,8 +238,6 @@ impl Config {
         let limits = &self.limits;
         let positive = [
             ("--retention-ms", self.engine.retention_ms),
-            ("--queue-len-max", self.engine.queue_len_max as u64),
-            ("--connections-max", self.connections_max as u64),
             ("--request-timeout-ms", limits.request_timeout.as_millis() as u64),
             ("--body-bytes-max", limits.body_bytes_max as u64),
             ("--batch-body-bytes-max", limits.batch_body_bytes_max as u64),
@@ -234,8 +246,14 @@ impl Config {
         if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
             bail!("{flag} must be positive");
         }
-        if self.segment_bytes_max < stockd_wal::SEGMENT_BYTES_MIN {
-            bail!("--segment-bytes-max must be at least {}", stockd_wal::SEGMENT_BYTES_MIN);
+        let ranges = [
+            ("--segment-bytes-max", self.segment_bytes_max, stockd_wal::SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX),
+            ("--snapshot-every-bytes", self.snapshot_every_bytes, SNAPSHOT_EVERY_BYTES_MIN, u64::MAX),
+            ("--queue-len-max", self.engine.queue_len_max as u64, 1, QUEUE_LEN_MAX),
+            ("--connections-max", self.connections_max as u64, 1, CONNECTIONS_MAX),
+        ];
+        if let Some((flag, _, min, max)) = ranges.iter().find(|(_, value, min, max)| !(min..=max).contains(&value)) {
+            bail!("{flag} must be {min}..={max}");
         }
         let ttl = self.engine.ttl_ms_default;
         if !(stockd_engine::limits::TTL_MS_MIN..=stockd_engine::limits::TTL_MS_MAX).contains(&ttl) {
@@ -258,7 +276,7 @@ mod tests {
         assert!(Config::resolve(args("127.0.0.1:0")).is_ok());
         let error = Config::resolve(args("0.0.0.0:8080")).unwrap_err().to_string();
         assert!(error.contains("refusing"), "{error}");
-        assert!(Config::resolve(ServeArgs { insecure_no_auth: true, ..args("0.0.0.0:8080") }).is_ok());
+        assert!(Config::resolve(ServeArgs { insecure_no_auth: Some(true), ..args("0.0.0.0:8080") }).is_ok());
         assert!(Config::resolve(ServeArgs { tokens: vec!["admin:x".into()], ..args("0.0.0.0:8080") }).is_ok());
     }
 
@@ -293,5 +311,38 @@ mod tests {
         assert!(zero_timeout.unwrap_err().to_string().contains("--request-timeout-ms"));
         assert!(Config::resolve(ServeArgs { batch_ops_max: Some(0), ..args("127.0.0.1:0") }).is_err());
         assert!(Config::resolve(ServeArgs { body_bytes_max: Some(0), ..args("127.0.0.1:0") }).is_err());
+        let out_of_range = [
+            ServeArgs { segment_bytes_max: Some(SEGMENT_BYTES_MAX + 1), ..args("127.0.0.1:0") },
+            ServeArgs { snapshot_every_bytes: Some(0), ..args("127.0.0.1:0") },
+            ServeArgs { queue_len_max: Some(0), ..args("127.0.0.1:0") },
+            ServeArgs { queue_len_max: Some(4_000_000_000), ..args("127.0.0.1:0") },
+            ServeArgs { connections_max: Some(1 << 62), ..args("127.0.0.1:0") },
+        ];
+        for args in out_of_range {
+            let error = Config::resolve(args).unwrap_err().to_string();
+            assert!(error.contains("must be") && error.contains("..="), "{error}");
+        }
+    }
+
+    /// Tokens given by flag or variable replace the file's, so rotating one
+    /// there does not leave the old one valid; `--insecure-no-auth=false`
+    /// overrides the file's `true`.
+    #[test]
+    fn tokens_and_the_auth_override_from_flags_replace_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stockd.toml");
+        std::fs::write(&path, "insecure_no_auth = true\n[[tokens]]\ntoken = \"old\"\nrole = \"admin\"\n").unwrap();
+        let with_file = |args: ServeArgs| ServeArgs { config: Some(path.clone()), ..args };
+        let rotated = Config::resolve(with_file(ServeArgs { tokens: vec!["admin:new".into()], ..args("127.0.0.1:0") }));
+        assert_eq!(rotated.unwrap().tokens, vec![("new".to_owned(), Role::Admin)]);
+        assert_eq!(
+            Config::resolve(with_file(args("127.0.0.1:0"))).unwrap().tokens,
+            vec![("old".to_owned(), Role::Admin)]
+        );
+
+        std::fs::write(&path, "insecure_no_auth = true\n").unwrap();
+        assert!(Config::resolve(with_file(args("0.0.0.0:8080"))).is_ok(), "the file allows it");
+        let refused = Config::resolve(with_file(ServeArgs { insecure_no_auth: Some(false), ..args("0.0.0.0:8080") }));
+        assert!(refused.unwrap_err().to_string().contains("refusing"), "the flag turns it off");
     }
 }

@@ -26,7 +26,7 @@ pub struct DemoArgs {
     /// Buyer threads.
     #[arg(long, env = "STOCKD_DEMO_THREADS", default_value_t = 8)]
     threads: u64,
-    /// Engine shards (default: available cores).
+    /// Engine shards, 1..=64 (default: half the cores, at least 1).
     #[arg(long, env = "STOCKD_SHARDS")]
     shards: Option<usize>,
     /// Percentage of carts that add an accessory SKU (usually on another shard).
@@ -42,6 +42,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let mut config = EngineConfig::default();
     if let Some(shards) = args.shards {
+        if !(1..=stockd_engine::limits::SHARDS_MAX).contains(&shards) {
+            bail!("--shards must be 1..={}", stockd_engine::limits::SHARDS_MAX);
+        }
         config.shards = shards;
     }
     let engine = Arc::new(Engine::start(config, Arc::new(SystemClock)));
