@@ -121,16 +121,23 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         workers.push(tokio::spawn(worker.run(deadline)));
     }
     let began = Instant::now();
-    while !workers.iter().all(|worker| worker.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        bar.set_position(began.elapsed().as_millis() as u64);
-        let holds = counters.holds.load(Ordering::Relaxed);
-        bar.set_message(format!("{:.0} holds/s", holds as f64 / began.elapsed().as_secs_f64()));
-    }
+    let mut finished = futures::future::join_all(workers);
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    // The run ends when the last connection does, not at the next tick.
+    let results = loop {
+        tokio::select! {
+            results = &mut finished => break results,
+            _ = ticks.tick() => {
+                bar.set_position(began.elapsed().as_millis() as u64);
+                let holds = counters.holds.load(Ordering::Relaxed);
+                bar.set_message(format!("{:.0} holds/s", holds as f64 / began.elapsed().as_secs_f64()));
+            }
+        }
+    };
     let elapsed = began.elapsed();
     bar.finish_and_clear();
-    for worker in workers {
-        let (latencies, late) = worker.await.context("a connection task")??;
+    for result in results {
+        let (latencies, late) = result.context("a connection task")??;
         histogram.add(latencies).context("merging latencies")?;
         lag.add(late).context("merging send lag")?;
     }
@@ -309,7 +316,8 @@ impl Worker {
         let path = if single { "/v1/reservations" } else { "/v1/batch" };
         let sent = Instant::now();
         let answer = connection.send(Method::POST, path, Some(Bytes::from(body))).await?;
-        let statuses = if single { vec![answer.status.as_u16()] } else { batch_statuses(answer, "reserve")? };
+        let statuses =
+            if single { vec![answer.status.as_u16()] } else { batch_statuses(answer, carts.len(), "reserve")? };
         latencies.saturating_record(sent.elapsed().as_micros().max(1) as u64);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut held = Vec::new();
@@ -354,7 +362,7 @@ impl Worker {
             }
             body.push_str("]}");
             let answer = connection.send(Method::POST, "/v1/batch", Some(Bytes::from(body))).await?;
-            batch_statuses(answer, "commit/release")?
+            batch_statuses(answer, decisions.len(), "commit/release")?
         };
         latencies.saturating_record(started.elapsed().as_micros().max(1) as u64);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -381,9 +389,11 @@ struct Cart {
     units: u64,
 }
 
-/// The per-op statuses of a `/v1/batch` answer, read without building a
-/// JSON tree (the load generator must cost the machine little).
-fn batch_statuses(answer: Answer, what: &str) -> anyhow::Result<Vec<u16>> {
+/// The per-op statuses of a `/v1/batch` answer of `ops` ops, read without
+/// building a JSON tree (the load generator must cost the machine little).
+/// A 503 for the whole batch (busy, timed out) is a 503 for each op, as a
+/// single request's would be.
+fn batch_statuses(answer: Answer, ops: usize, what: &str) -> anyhow::Result<Vec<u16>> {
     #[derive(serde::Deserialize)]
     struct Results {
         results: Vec<OpStatus>,
@@ -391,6 +401,9 @@ fn batch_statuses(answer: Answer, what: &str) -> anyhow::Result<Vec<u16>> {
     #[derive(serde::Deserialize)]
     struct OpStatus {
         status: u16,
+    }
+    if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+        return Ok(vec![answer.status.as_u16(); ops]);
     }
     if answer.status != StatusCode::OK {
         bail!("batch {what}: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
@@ -481,4 +494,24 @@ fn report(
         bail!("OVERSELL CHECK FAILED: sold {sold} units, {committed} commits acknowledged");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: StatusCode, body: &'static str) -> Answer {
+        Answer { status, headers: Default::default(), body: Bytes::from_static(body.as_bytes()) }
+    }
+
+    /// A batch refused whole (busy, timed out) counts as each op refused,
+    /// as single requests would, instead of ending the run without a report.
+    #[test]
+    fn a_batch_refused_whole_is_a_503_for_each_op() {
+        let busy = answer(StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"busy","message":"full"}"#);
+        assert_eq!(batch_statuses(busy, 3, "reserve").unwrap(), vec![503; 3]);
+        let served = answer(StatusCode::OK, r#"{"results":[{"status":201,"body":{}},{"status":409,"body":{}}]}"#);
+        assert_eq!(batch_statuses(served, 2, "reserve").unwrap(), vec![201, 409]);
+        assert!(batch_statuses(answer(StatusCode::UNPROCESSABLE_ENTITY, "{}"), 1, "reserve").is_err());
+    }
 }
