@@ -1,6 +1,7 @@
 //! Damage in the middle of the log is not a torn tail: a flipped byte in a
-//! record followed by valid (durable) records, or in a snapshot, makes the
-//! start refuse with a message naming the file and byte offset, and
+//! record followed by valid (durable) records, or in a shard's only usable
+//! snapshot, makes the start refuse with a message naming the file and
+//! byte offset (a damaged newest snapshot falls back to the one before it), and
 //! `tools::verify` (`stockd wal verify`) reports the same place. A valid
 //! record that changes nothing is refused too.
 
@@ -102,6 +103,61 @@ fn a_flipped_byte_in_the_snapshot_refuses_to_start() {
     let error = open(dir.path()).err().expect("a damaged snapshot must not start");
     assert!(error.to_string().contains(snapshot.to_str().unwrap()), "{error}");
     assert!(tools::verify(&FsStorage, dir.path()).unwrap()[0].error.is_some());
+}
+
+/// A shard keeps its two newest snapshots and the log after the older: a
+/// damaged newest snapshot is passed over, the start recovers the same
+/// state from the one before it and says so, and `wal verify` still
+/// reports the damage. With the older one damaged too, the start refuses,
+/// naming the newest.
+#[test]
+fn a_damaged_newest_snapshot_falls_back_to_the_one_before_it() {
+    const ROUND: usize = 15_000;
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path());
+    {
+        let engine = open(dir.path()).unwrap();
+        // Enough records between snapshots to fill several 1 MiB segments:
+        // the log the older snapshot needs spans segments the newest covers.
+        for round in 0..3 {
+            futures::executor::block_on(engine.snapshot()).unwrap();
+            let requests = (0..ROUND)
+                .map(|i| Request::SetStock {
+                    sku: Sku::new(&format!("sku-{round}-{i}")).unwrap(),
+                    on_hand: 5,
+                    expected_version: None,
+                })
+                .collect();
+            assert!(engine.submit_batch_blocking(requests).iter().all(Result::is_ok));
+        }
+    }
+    assert!(files(dir.path(), "wal").len() > 2, "the log rotated");
+    let snapshots = files(dir.path(), "snap");
+    assert_eq!(snapshots.len(), 2, "the newest two of three are kept: {snapshots:?}");
+    let (older, newest) = (&snapshots[0], &snapshots[1]);
+    flip(newest, 100);
+
+    let store = StoreConfig { segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN, ..StoreConfig::new(dir.path()) };
+    let config = EngineConfig { shards: 1, ..EngineConfig::default() };
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (engine, report) = Engine::open(config, store, clock, &Default::default()).expect("the older snapshot serves");
+    let shard = &report.shards[0];
+    assert_eq!(shard.snapshots_passed_over.len(), 1);
+    assert!(shard.snapshots_passed_over[0].contains(newest.to_str().unwrap()), "{:?}", shard.snapshots_passed_over);
+    assert_eq!(shard.snapshot_lsn, Some(20 + ROUND as u64), "the second snapshot");
+    assert_eq!(shard.records_replayed, 2 * ROUND as u64, "the log after it, across segments");
+    let skus = (0..20).map(|i| format!("sku-{i}"));
+    let skus = skus.chain((0..3).flat_map(|round| (0..ROUND).map(move |i| format!("sku-{round}-{i}"))));
+    assert!(skus.into_iter().all(|sku| engine.read_view().get(&sku).is_some_and(|c| c.on_hand == 5)), "every record");
+    drop(engine);
+    let checks = tools::verify(&FsStorage, dir.path()).unwrap();
+    let recovered = checks[0].recovered.as_ref().expect("recoverable");
+    assert_eq!(recovered.snapshots_passed_over.len(), 1, "verify reports the damage");
+
+    flip(older, 100);
+    let error = open(dir.path()).err().expect("no usable snapshot: never a replay from nothing past them");
+    let message = error.to_string();
+    assert!(message.contains(newest.to_str().unwrap()), "{message}");
 }
 
 #[test]

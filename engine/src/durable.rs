@@ -404,15 +404,21 @@ impl SnapshotWriter {
             stockd_wal::write_snapshot_with(storage, &self.dir, self.shard, lsn, |out| job.image.write_to(out))
                 .and_then(|(_, payload_len)| {
                     self.last_bytes.store(payload_len, Ordering::Relaxed);
-                    stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, lsn)
-                })
-                .and_then(|()| {
+                    // Keep the snapshot before this one and the log after
+                    // it: a start that finds this one damaged recovers from
+                    // that one (`recovery::load_snapshot`).
+                    let snapshots = stockd_wal::list_snapshots(storage, &self.dir)?;
+                    let Some(previous) = snapshots.iter().map(|snapshot| snapshot.lsn).find(|&other| other < lsn)
+                    else {
+                        return stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, lsn).map(|()| 0);
+                    };
+                    stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, previous)?;
                     // Keep what a consumer of the log still needs.
                     let retain_from = self.retain_from_lsn.load(Ordering::Relaxed);
                     stockd_wal::reader::remove_covered_segments(
                         storage,
                         &self.dir,
-                        lsn.min(retain_from.saturating_sub(1)),
+                        previous.min(retain_from.saturating_sub(1)),
                         self.recycle_bytes,
                     )
                 });

@@ -76,6 +76,9 @@ pub struct ShardRecovery {
     /// A torn record cut from the log's tail: (file, offset, why).
     pub torn_tail: Option<(PathBuf, u64, &'static str)>,
     pub discarded_segment: Option<PathBuf>,
+    /// Newer snapshots found damaged and passed over (the shard recovered
+    /// from an older one and the log after it), each why.
+    pub snapshots_passed_over: Vec<String>,
     pub skus: usize,
     pub holds: usize,
 }
@@ -177,8 +180,8 @@ pub(crate) fn replay_shard(
     progress: &RecoveryProgress,
 ) -> Result<Replayed, StoreError> {
     let dir = shard_dir(data_dir, usize::from(shard));
-    let (mut state, snapshot, mut now_ms) = load_snapshot(storage, &dir, shard)?;
-    let snapshot_lsn = snapshot.map(|snapshot| snapshot.lsn);
+    let LoadedSnapshot { mut state, file, mut now_ms, passed_over } = load_snapshot(storage, &dir, shard, |_, _| true)?;
+    let snapshot_lsn = file.map(|file| file.lsn);
     let after_lsn = snapshot_lsn.unwrap_or(0);
     let mut diverged = None;
     // Counted here and published in steps: the replay threads share the
@@ -225,10 +228,12 @@ pub(crate) fn replay_shard(
     };
     progress.records.fetch_add(records % PROGRESS_STEP, Ordering::Relaxed);
     progress.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    let snapshots_passed_over = passed_over.iter().map(ToString::to_string).collect();
     let outcome = match (outcome, diverged) {
-        (_, Some((lsn, reason))) => return Err(StoreError::Replay { shard, lsn, reason }),
-        (outcome, None) => outcome?,
+        (_, Some((lsn, reason))) => Err(StoreError::Replay { shard, lsn, reason }),
+        (outcome, None) => outcome.map_err(StoreError::from),
     };
+    let outcome = outcome.map_err(|error| explain_passed_over(passed_over, error))?;
     // Notices are for live parts; recovery reconciles parts itself.
     state.discard_notices();
     let report = ShardRecovery {
@@ -238,6 +243,7 @@ pub(crate) fn replay_shard(
         next_lsn: outcome.tail.next_lsn,
         torn_tail: outcome.torn,
         discarded_segment: outcome.discarded,
+        snapshots_passed_over,
         skus: state.sku_count(),
         holds: state.held_count(),
     };
@@ -257,32 +263,78 @@ pub(crate) fn apply_logged(batch: &mut Batch<'_>, command: &Command, at_ms: u64)
     Ok(())
 }
 
-/// The newest snapshot, restored, as (state, its file, its time); a new
-/// state when there is none. A snapshot that does not read back, is not
-/// the shard's, or does not restore is an error.
+/// A shard's state from its snapshot (or a new one).
+pub(crate) struct LoadedSnapshot {
+    pub state: ShardState,
+    /// The snapshot it came from; `None` for a new state.
+    pub file: Option<SnapshotFile>,
+    /// The shard time it was taken at.
+    pub now_ms: u64,
+    /// Newer snapshots passed over: damaged, or (point-in-time replay) past
+    /// the point asked for. Each why.
+    pub passed_over: Vec<StoreError>,
+}
+
+/// The newest snapshot that restores and that `wanted(lsn, now_ms)`
+/// accepts; a new state when there is none. A shard keeps its newest two
+/// snapshots and the log after the older (`durable`'s snapshot writer), so
+/// a damaged newest one falls back to the one before it. When none
+/// restores, the error is the newest one's.
 pub(crate) fn load_snapshot(
     storage: &dyn Storage,
     dir: &std::path::Path,
     shard: u16,
-) -> Result<(ShardState, Option<SnapshotFile>, u64), StoreError> {
+    wanted: impl Fn(u64, u64) -> bool,
+) -> Result<LoadedSnapshot, StoreError> {
     let snapshots = list_snapshots(storage, dir)?;
-    let Some(newest) = snapshots.into_iter().next() else {
-        return Ok((ShardState::new(ShardConfig { shard }), None, 0));
-    };
-    // Only the newest is usable: segments older than it are deleted once it
-    // is durable, so an older snapshot could not be replayed forward.
-    let unusable = |reason: String| StoreError::Snapshot { path: newest.path.clone(), reason };
-    let loaded = read_snapshot(storage, &newest.path)?;
-    if loaded.header.shard != shard || loaded.header.lsn != newest.lsn {
+    if snapshots.is_empty() {
+        let state = ShardState::new(ShardConfig { shard });
+        return Ok(LoadedSnapshot { state, file: None, now_ms: 0, passed_over: Vec::new() });
+    }
+    let mut passed_over = Vec::new();
+    for file in snapshots {
+        match restore_snapshot(storage, &file, shard) {
+            Ok((state, now_ms)) if wanted(file.lsn, now_ms) => {
+                return Ok(LoadedSnapshot { state, file: Some(file), now_ms, passed_over })
+            }
+            Ok(_) => passed_over.push(StoreError::Snapshot {
+                path: file.path,
+                reason: "it is past the requested point, and older history is no longer kept".into(),
+            }),
+            // Damage: an older snapshot may do.
+            Err(error @ (StoreError::Snapshot { .. } | StoreError::Wal(WalError::Corrupt { .. }))) => {
+                passed_over.push(error)
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(passed_over.swap_remove(0))
+}
+
+/// One snapshot, read and restored, with its time. A snapshot that does
+/// not read back, is not the shard's, or does not restore is an error.
+fn restore_snapshot(storage: &dyn Storage, file: &SnapshotFile, shard: u16) -> Result<(ShardState, u64), StoreError> {
+    let unusable = |reason: String| StoreError::Snapshot { path: file.path.clone(), reason };
+    let loaded = read_snapshot(storage, &file.path)?;
+    if loaded.header.shard != shard || loaded.header.lsn != file.lsn {
         return Err(unusable(format!("header names shard {} at LSN {}", loaded.header.shard, loaded.header.lsn)));
     }
     let image = snapshot::access(loaded.payload()).map_err(unusable)?;
-    if image.shard.to_native() != shard || image.lsn.to_native() != newest.lsn {
+    if image.shard.to_native() != shard || image.lsn.to_native() != file.lsn {
         return Err(unusable("the image belongs to another shard or LSN".into()));
     }
     let now_ms = image.now_ms.to_native();
     let state = ShardState::restore(image).map_err(unusable)?;
-    Ok((state, Some(newest), now_ms))
+    Ok((state, now_ms))
+}
+
+/// Why a replay that passed over newer snapshots failed: the newest one's
+/// problem (the cause), and what went wrong with the older one.
+pub(crate) fn explain_passed_over(passed_over: Vec<StoreError>, error: StoreError) -> StoreError {
+    match passed_over.into_iter().next() {
+        Some(newest) => StoreError::SnapshotsUnusable { newest: Box::new(newest), older: Box::new(error) },
+        None => error,
+    }
 }
 
 /// The shards as recovery leaves them, their logs open for appending.

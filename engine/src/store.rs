@@ -176,6 +176,8 @@ pub enum StoreError {
     Manifest { path: PathBuf, reason: String },
     #[error("snapshot {} is unusable: {reason}; run `stockd wal verify` on the data directory", path.display())]
     Snapshot { path: PathBuf, reason: String },
+    #[error("{newest}; the snapshot before it could not be used either: {older}")]
+    SnapshotsUnusable { newest: Box<StoreError>, older: Box<StoreError> },
     #[error("replay of shard {shard} diverged at LSN {lsn}: {reason}")]
     Replay { shard: u16, lsn: u64, reason: String },
     #[error(

@@ -7,7 +7,9 @@
 
 use crate::codec;
 use crate::command::{Command, Query};
-use crate::recovery::{apply_logged, load_snapshot, replay_shard, RecoveryProgress, ShardRecovery};
+use crate::recovery::{
+    apply_logged, explain_passed_over, load_snapshot, replay_shard, LoadedSnapshot, RecoveryProgress, ShardRecovery,
+};
 use crate::snapshot::StateImage;
 use crate::state::ShardState;
 use crate::store::{current_boot_id, recorded_shards, shard_dir, write_manifest, FailureMarker, StoreError};
@@ -57,7 +59,7 @@ pub struct ShardCheck {
     pub error: Option<StoreError>,
 }
 
-/// Loads every shard's newest snapshot and replays its log, exactly as a
+/// Loads every shard's newest usable snapshot and replays its log, exactly as a
 /// start would, without changing anything. A torn tail is reported (start
 /// cuts it); corruption is an error naming the file and offset.
 pub fn verify(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<ShardCheck>, StoreError> {
@@ -215,19 +217,16 @@ fn replay_bounded(
     bound: ReplayBound,
 ) -> Result<(ShardState, u64, u64), StoreError> {
     let dir = shard_dir(data_dir, usize::from(shard));
-    let (mut state, snapshot, mut now_ms) = load_snapshot(storage, &dir, shard)?;
-    let mut lsn = snapshot.as_ref().map_or(0, |snapshot| snapshot.lsn);
-    if let Some(snapshot) = snapshot {
-        let within = match bound {
-            ReplayBound::End => true,
-            ReplayBound::Lsn(limit) => snapshot.lsn <= limit,
-            ReplayBound::TimeMs(limit) => now_ms <= limit,
-        };
-        if !within {
-            let reason = "the newest snapshot is past the requested point; older history is no longer kept".into();
-            return Err(StoreError::Snapshot { path: snapshot.path, reason });
-        }
-    }
+    // The newest snapshot within the bound (a shard keeps two: a point
+    // between them replays from the older).
+    let within_bound = |snapshot_lsn: u64, snapshot_ms: u64| match bound {
+        ReplayBound::End => true,
+        ReplayBound::Lsn(limit) => snapshot_lsn <= limit,
+        ReplayBound::TimeMs(limit) => snapshot_ms <= limit,
+    };
+    let loaded = load_snapshot(storage, &dir, shard, within_bound)?;
+    let LoadedSnapshot { mut state, file, mut now_ms, passed_over } = loaded;
+    let mut lsn = file.as_ref().map_or(0, |file| file.lsn);
     let mut diverged = None;
     let scanned = {
         let mut batch = state.batch();
@@ -258,9 +257,9 @@ fn replay_bounded(
         })
     };
     if let Some((lsn, reason)) = diverged {
-        return Err(StoreError::Replay { shard, lsn, reason });
+        return Err(explain_passed_over(passed_over, StoreError::Replay { shard, lsn, reason }));
     }
-    scanned?;
+    scanned.map_err(|error| explain_passed_over(passed_over, error.into()))?;
     state.discard_notices();
     Ok((state, lsn, now_ms))
 }

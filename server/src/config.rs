@@ -18,7 +18,7 @@ use stockd_engine::store::SNAPSHOT_EVERY_BYTES_DEFAULT;
 /// which refuses every start until a reboot) or allocate without need (a
 /// queue's slots are allocated up front).
 const SEGMENT_BYTES_MAX: u64 = 1 << 30;
-const SNAPSHOT_EVERY_BYTES_MIN: u64 = 1 << 20;
+const SNAPSHOT_EVERY_BYTES_MIN: u64 = 64 << 10;
 const QUEUE_LEN_MAX: u64 = 1 << 20;
 const CONNECTIONS_MAX: u64 = 1 << 20;
 use stockd_engine::{EngineConfig, FsyncPolicy};

@@ -117,6 +117,14 @@ fn log_recovery(report: &RecoveryReport) {
         if let Some((path, offset, reason)) = &shard.torn_tail {
             tracing::warn!(shard = shard.shard, file = %path.display(), offset, reason, "cut a torn record from the WAL tail");
         }
+        for damage in &shard.snapshots_passed_over {
+            tracing::warn!(
+                shard = shard.shard,
+                %damage,
+                "passed over a damaged snapshot: recovered from the one before it and the log after it; \
+                 run `stockd wal verify`, and check the disk"
+            );
+        }
         if let Some(path) = &shard.discarded_segment {
             tracing::warn!(shard = shard.shard, file = %path.display(), "removed a segment whose creation never completed");
         }

@@ -123,6 +123,17 @@ fn verify(dir: &Path) -> anyhow::Result<i32> {
                 println!("shard {}: CORRUPT: {error}", check.shard);
                 worst = 1;
             }
+            (Some(recovered), None) if !recovered.snapshots_passed_over.is_empty() => {
+                let lsn = recovered.snapshot_lsn.unwrap_or(0);
+                for damage in &recovered.snapshots_passed_over {
+                    println!(
+                        "shard {}: DAMAGED SNAPSHOT: {damage}; a start recovers from the snapshot before it (LSN \
+                         {lsn}) and the log after it, {} records",
+                        check.shard, recovered.records_replayed
+                    );
+                }
+                worst = 1;
+            }
             (Some(recovered), None) => {
                 let snapshot =
                     recovered.snapshot_lsn.map_or("no snapshot".to_owned(), |lsn| format!("snapshot at LSN {lsn}"));

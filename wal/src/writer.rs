@@ -18,7 +18,7 @@
 //! `fdatasync` flush data only; in fallocated blocks it must also record
 //! that they now hold data (measured here: single-request HTTP holds +20 %,
 //! p50 -17 %). So a rotation prefers a file whose blocks were all written:
-//! first a *recycled* segment (one the newest snapshot covers, renamed for
+//! first a *recycled* segment (one the older kept snapshot covers, renamed for
 //! reuse by `reader::remove_covered_segments`; only the writer takes them),
 //! then the *spare* (a file filled with zeros ahead of need, away from the
 //! writer's thread, by `SpareSegment::prepare`, which makes one only when
