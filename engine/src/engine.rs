@@ -626,10 +626,12 @@ mod tests {
     }
 
     /// A log that holds the first command it is given until told, then
-    /// panics, as a shard would on a bug.
+    /// panics, as a shard would on a bug. Otherwise it is `InMemory` (which
+    /// holds the shard's peer senders, its own inbox's included).
     struct PanicsOnAppend {
         entered: std::sync::mpsc::Sender<()>,
         release: std::sync::mpsc::Receiver<()>,
+        in_memory: InMemory,
     }
 
     impl Durability for PanicsOnAppend {
@@ -639,7 +641,7 @@ mod tests {
             panic!("injected: a shard panics mid-batch");
         }
         fn end_batch(&mut self, completion: shard::Completion) -> shard::Completion {
-            completion
+            self.in_memory.end_batch(completion)
         }
         fn failure(&self) -> Option<Rejection> {
             None
@@ -679,8 +681,9 @@ mod tests {
         let mut released = Some(released);
         let config = EngineConfig { shards: 1, ..EngineConfig::default() };
         let states = vec![ShardState::new(ShardConfig { shard: 0 })];
-        let engine = Arc::new(Engine::launch(config, Arc::new(SystemClock), states, 0, |_, _, _| {
-            Box::new(PanicsOnAppend { entered: entered.clone(), release: released.take().unwrap() })
+        let engine = Arc::new(Engine::launch(config, Arc::new(SystemClock), states, 0, |_, target, _| {
+            let in_memory = InMemory { target };
+            Box::new(PanicsOnAppend { entered: entered.clone(), release: released.take().unwrap(), in_memory })
         }));
         let set_stock = |on_hand| Request::SetStock { sku: Sku::new("tee").unwrap(), on_hand, expected_version: None };
         let submit = |on_hand| {
@@ -693,7 +696,7 @@ mod tests {
             pending
         };
         let taken = submit(1);
-        shard_entered.recv().unwrap();
+        shard_entered.recv_timeout(std::time::Duration::from_secs(60)).expect("the shard took the request");
         let queued = [submit(2), submit(3)];
         assert_eq!(engine.queue_len(0), 2, "two requests wait behind the one the shard holds");
         release.send(()).unwrap();

@@ -180,6 +180,9 @@ fn inspect(
 ) -> anyhow::Result<()> {
     let _lock = lock(dir)?;
     let shards = tools::shard_count(&FsStorage, dir)? as u16;
+    if let Some(shard) = only.filter(|&shard| shard >= shards) {
+        bail!("{} has shards 0..{shards}; there is no shard {shard}", dir.display());
+    }
     let mut failure = None;
     for shard in (0..shards).filter(|shard| only.is_none_or(|only| only == *shard)) {
         let read = tools::read_log(&FsStorage, dir, shard, from_lsn.saturating_sub(1), |record| {

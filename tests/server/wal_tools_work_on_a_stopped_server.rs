@@ -146,6 +146,9 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
     let kinds: Vec<&str> = all.iter().map(|record| record["command"]["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["set_stock", "reserve", "commit", "reserve"]);
     assert!(all.iter().all(|record| record["time"].as_str().unwrap().ends_with('Z')));
+    let no_such_shard = run(&["wal", "inspect", "--shard", "7"], &data);
+    assert_eq!(no_such_shard.status.code(), Some(1), "a shard the directory does not have is an error, not silence");
+    assert!(String::from_utf8_lossy(&no_such_shard.stderr).contains("no shard 7"));
     let first = inspect(&data, &["--reservation", "first"]);
     assert_eq!(first.iter().map(|r| r["command"]["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["reserve", "commit"]);
     assert_eq!(inspect(&data, &["--sku", "tee"]).len(), 3, "the stock change and both holds name the SKU");
