@@ -84,6 +84,8 @@ pub(crate) struct LogSetup {
     /// The oldest LSN a consumer of the log (a future order sink) still
     /// needs; segments from it on are kept. `u64::MAX`: none.
     pub retain_from_lsn: Arc<AtomicU64>,
+    /// The snapshot recovery started from, if any: known to restore.
+    pub recovered_from_snapshot: Option<u64>,
 }
 
 pub(crate) struct Logged {
@@ -128,7 +130,8 @@ struct SyncJob {
 
 impl Logged {
     pub(crate) fn start(setup: LogSetup, shard: u16, target: CompletionTarget, stats: Arc<ShardStats>) -> Logged {
-        let LogSetup { writer, dir, fsync, snapshot_every_bytes, failure, retain_from_lsn } = setup;
+        let LogSetup { writer, dir, fsync, snapshot_every_bytes, failure, retain_from_lsn, recovered_from_snapshot } =
+            setup;
         let shard_count = target.peers.len();
         let (jobs, job_inbox) = crossbeam_channel::bounded(SYNC_QUEUE_LEN_MAX);
         let (recycle, recycled) = crossbeam_channel::bounded(8);
@@ -158,6 +161,7 @@ impl Logged {
                 last_bytes: Arc::clone(&last_snapshot_bytes),
                 retain_from_lsn,
                 recycle_bytes,
+                known_good: recovered_from_snapshot,
             };
             std::thread::Builder::new()
                 .name(format!("stockd-snap-{shard}"))
@@ -357,6 +361,11 @@ struct SnapshotWriter {
     /// The length of the log's segments when covered ones are kept for
     /// reuse as spares (spares are on).
     recycle_bytes: Option<u64>,
+    /// The newest snapshot known to be good: the one this process last
+    /// wrote, or recovered from. It is the one kept beside a new one (not
+    /// merely the next older file, which a start may have passed over as
+    /// damaged).
+    known_good: Option<u64>,
 }
 
 /// The snapshot thread's nice value. Its work (touching an image's pages,
@@ -372,7 +381,12 @@ struct SnapshotWriter {
 pub const SNAPSHOT_THREAD_NICE: i32 = 10;
 
 impl SnapshotWriter {
-    fn run(self, tasks: Receiver<SnapshotTask>, prepared: Sender<StateImage>, spares: Sender<Option<SpareSegment>>) {
+    fn run(
+        mut self,
+        tasks: Receiver<SnapshotTask>,
+        prepared: Sender<StateImage>,
+        spares: Sender<Option<SpareSegment>>,
+    ) {
         // On Linux the nice value is per thread. Raising it needs no
         // privilege; if it fails anyway, snapshots just run at nice 0.
         let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), SNAPSHOT_THREAD_NICE);
@@ -397,20 +411,20 @@ impl SnapshotWriter {
         }
     }
 
-    fn write(&self, job: &SnapshotJob) -> PartOutcome {
+    fn write(&mut self, job: &SnapshotJob) -> PartOutcome {
         let lsn = job.image.lsn;
         let storage = self.storage.as_ref();
         let written =
             stockd_wal::write_snapshot_with(storage, &self.dir, self.shard, lsn, |out| job.image.write_to(out))
                 .and_then(|(_, payload_len)| {
                     self.last_bytes.store(payload_len, Ordering::Relaxed);
-                    // Keep the snapshot before this one and the log after
-                    // it: a start that finds this one damaged recovers from
-                    // that one (`recovery::load_snapshot`).
-                    let snapshots = stockd_wal::list_snapshots(storage, &self.dir)?;
-                    let Some(previous) = snapshots.iter().map(|snapshot| snapshot.lsn).find(|&other| other < lsn)
-                    else {
-                        return stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, lsn).map(|()| 0);
+                    // Keep the last good snapshot before this one and the
+                    // log after it: a start that finds this one damaged
+                    // recovers from that one (`recovery::load_snapshot`).
+                    let Some(previous) = self.known_good.filter(|&good| good < lsn) else {
+                        // The first snapshot, or this one again at the same
+                        // LSN: only stray temp files go.
+                        return stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, 0).map(|()| 0);
                     };
                     stockd_wal::snapshot::remove_older_snapshots(storage, &self.dir, previous)?;
                     // Keep what a consumer of the log still needs.
@@ -426,6 +440,7 @@ impl SnapshotWriter {
             Ok(_) => {
                 self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 self.stats.snapshot_lsn.store(lsn, Ordering::Relaxed);
+                self.known_good = Some(lsn);
                 Ok(PartReply::Done)
             }
             // Nothing failed on disk: this snapshot is skipped, the log goes on.

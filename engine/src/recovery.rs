@@ -121,7 +121,8 @@ impl Engine {
         // no shard acknowledges anything (the process is expected to stop).
         let failure = Arc::new(Failure::new(marker));
         let retain: Vec<Arc<AtomicU64>> = (0..config.shards).map(|_| Arc::new(AtomicU64::new(u64::MAX))).collect();
-        let reports = replayed.iter().map(|replay| replay.report.clone()).collect();
+        let reports: Vec<ShardRecovery> = replayed.iter().map(|replay| replay.report.clone()).collect();
+        let snapshot_lsns: Vec<Option<u64>> = reports.iter().map(|report| report.snapshot_lsn).collect();
         let mut states = Vec::with_capacity(config.shards);
         for replay in replayed {
             let mut state = replay.state;
@@ -137,6 +138,7 @@ impl Engine {
                 snapshot_every_bytes: store.snapshot_every_bytes,
                 failure: Arc::clone(&failure),
                 retain_from_lsn: Arc::clone(&retain[shard]),
+                recovered_from_snapshot: snapshot_lsns[shard],
             };
             Box::new(Logged::start(setup, shard as u16, target, stats))
         });
@@ -301,10 +303,13 @@ pub(crate) fn load_snapshot(
                 path: file.path,
                 reason: "it is past the requested point, and older history is no longer kept".into(),
             }),
-            // Damage: an older snapshot may do.
-            Err(error @ (StoreError::Snapshot { .. } | StoreError::Wal(WalError::Corrupt { .. }))) => {
-                passed_over.push(error)
-            }
+            // Damage (or a file the disk cannot read back): an older
+            // snapshot may do.
+            Err(
+                error @ (StoreError::Snapshot { .. }
+                | StoreError::Wal(WalError::Corrupt { .. })
+                | StoreError::Wal(WalError::Io { operation: "read", .. })),
+            ) => passed_over.push(error),
             Err(error) => return Err(error),
         }
     }

@@ -274,7 +274,12 @@ fn record_text(record: &LoggedRecord) -> String {
 
 fn replay(dir: &Path, into: &Path, bound: ReplayBound) -> anyhow::Result<()> {
     let _lock = lock(dir)?;
-    let stopped = tools::replay_into(&FsStorage, dir, into, bound)?;
+    // A write or sync that fails here failed on the target's disk, not the
+    // data directory's: exit 1, not 3 (`exit_code`), and no failure record.
+    let stopped = tools::replay_into(&FsStorage, dir, into, bound).map_err(|error| match error {
+        error if error.is_storage_failure() => anyhow::anyhow!("writing {}: {error}", into.display()),
+        error => error.into(),
+    })?;
     for (shard, lsn) in stopped.iter().enumerate() {
         println!("shard {shard}: replayed up to LSN {lsn}");
     }
