@@ -122,7 +122,6 @@ impl Engine {
         let failure = Arc::new(Failure::new(marker));
         let retain: Vec<Arc<AtomicU64>> = (0..config.shards).map(|_| Arc::new(AtomicU64::new(u64::MAX))).collect();
         let reports: Vec<ShardRecovery> = replayed.iter().map(|replay| replay.report.clone()).collect();
-        let snapshot_lsns: Vec<Option<u64>> = reports.iter().map(|report| report.snapshot_lsn).collect();
         let mut states = Vec::with_capacity(config.shards);
         for replay in replayed {
             let mut state = replay.state;
@@ -138,7 +137,7 @@ impl Engine {
                 snapshot_every_bytes: store.snapshot_every_bytes,
                 failure: Arc::clone(&failure),
                 retain_from_lsn: Arc::clone(&retain[shard]),
-                recovered_from_snapshot: snapshot_lsns[shard],
+                recovered_from_snapshot: reports[shard].snapshot_lsn,
             };
             Box::new(Logged::start(setup, shard as u16, target, stats))
         });
@@ -234,8 +233,8 @@ pub(crate) fn replay_shard(
     let outcome = match (outcome, diverged) {
         (_, Some((lsn, reason))) => Err(StoreError::Replay { shard, lsn, reason }),
         (outcome, None) => outcome.map_err(StoreError::from),
-    };
-    let outcome = outcome.map_err(|error| explain_passed_over(passed_over, error))?;
+    }
+    .map_err(|error| explain_passed_over(passed_over, error))?;
     // Notices are for live parts; recovery reconciles parts itself.
     state.discard_notices();
     let report = ShardRecovery {

@@ -232,32 +232,26 @@ impl Config {
                 self.listen
             );
         }
-        if !(1..=stockd_engine::limits::SHARDS_MAX).contains(&self.engine.shards) {
-            bail!("--shards must be 1..={}", stockd_engine::limits::SHARDS_MAX);
-        }
         let limits = &self.limits;
-        let positive = [
-            ("--retention-ms", self.engine.retention_ms),
-            ("--request-timeout-ms", limits.request_timeout.as_millis() as u64),
-            ("--body-bytes-max", limits.body_bytes_max as u64),
-            ("--batch-body-bytes-max", limits.batch_body_bytes_max as u64),
-            ("--batch-ops-max", limits.batch_ops_max as u64),
-        ];
-        if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
-            bail!("{flag} must be positive");
-        }
+        let ttl_ms = (stockd_engine::limits::TTL_MS_MIN, stockd_engine::limits::TTL_MS_MAX);
+        // (flag, value, least, most): every setting's range, checked alike.
         let ranges = [
+            ("--shards", self.engine.shards as u64, 1, stockd_engine::limits::SHARDS_MAX as u64),
+            ("--ttl-ms-default", self.engine.ttl_ms_default, ttl_ms.0, ttl_ms.1),
+            ("--retention-ms", self.engine.retention_ms, 1, u64::MAX),
+            ("--request-timeout-ms", limits.request_timeout.as_millis() as u64, 1, u64::MAX),
+            ("--body-bytes-max", limits.body_bytes_max as u64, 1, u64::MAX),
+            ("--batch-body-bytes-max", limits.batch_body_bytes_max as u64, 1, u64::MAX),
+            ("--batch-ops-max", limits.batch_ops_max as u64, 1, u64::MAX),
             ("--segment-bytes-max", self.segment_bytes_max, stockd_wal::SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX),
             ("--snapshot-every-bytes", self.snapshot_every_bytes, SNAPSHOT_EVERY_BYTES_MIN, u64::MAX),
             ("--queue-len-max", self.engine.queue_len_max as u64, 1, QUEUE_LEN_MAX),
             ("--connections-max", self.connections_max as u64, 1, CONNECTIONS_MAX),
         ];
-        if let Some((flag, _, min, max)) = ranges.iter().find(|(_, value, min, max)| !(min..=max).contains(&value)) {
-            bail!("{flag} must be {min}..={max}");
-        }
-        let ttl = self.engine.ttl_ms_default;
-        if !(stockd_engine::limits::TTL_MS_MIN..=stockd_engine::limits::TTL_MS_MAX).contains(&ttl) {
-            bail!("--ttl-ms-default must be 1000..=86400000");
+        match ranges.iter().find(|(_, value, least, most)| !(least..=most).contains(&value)) {
+            Some((flag, _, least, u64::MAX)) => bail!("{flag} must be at least {least}"),
+            Some((flag, _, least, most)) => bail!("{flag} must be {least}..={most}"),
+            None => {}
         }
         Ok(())
     }
@@ -312,15 +306,33 @@ mod tests {
         assert!(Config::resolve(ServeArgs { batch_ops_max: Some(0), ..args("127.0.0.1:0") }).is_err());
         assert!(Config::resolve(ServeArgs { body_bytes_max: Some(0), ..args("127.0.0.1:0") }).is_err());
         let out_of_range = [
-            ServeArgs { segment_bytes_max: Some(SEGMENT_BYTES_MAX + 1), ..args("127.0.0.1:0") },
-            ServeArgs { snapshot_every_bytes: Some(0), ..args("127.0.0.1:0") },
-            ServeArgs { queue_len_max: Some(0), ..args("127.0.0.1:0") },
-            ServeArgs { queue_len_max: Some(4_000_000_000), ..args("127.0.0.1:0") },
-            ServeArgs { connections_max: Some(1 << 62), ..args("127.0.0.1:0") },
+            (
+                "--segment-bytes-max must be 1048576..=1073741824",
+                ServeArgs { segment_bytes_max: Some(SEGMENT_BYTES_MAX + 1), ..args("127.0.0.1:0") },
+            ),
+            (
+                "--snapshot-every-bytes must be at least 65536",
+                ServeArgs { snapshot_every_bytes: Some(0), ..args("127.0.0.1:0") },
+            ),
+            ("--queue-len-max must be 1..=1048576", ServeArgs { queue_len_max: Some(0), ..args("127.0.0.1:0") }),
+            (
+                "--queue-len-max must be 1..=1048576",
+                ServeArgs { queue_len_max: Some(4_000_000_000), ..args("127.0.0.1:0") },
+            ),
+            (
+                "--connections-max must be 1..=1048576",
+                ServeArgs { connections_max: Some(1 << 62), ..args("127.0.0.1:0") },
+            ),
+            ("--shards must be 1..=64", ServeArgs { shards: Some(65), ..args("127.0.0.1:0") }),
+            (
+                "--ttl-ms-default must be 1000..=86400000",
+                ServeArgs { ttl_ms_default: Some(999), ..args("127.0.0.1:0") },
+            ),
+            ("--retention-ms must be at least 1", ServeArgs { retention_ms: Some(0), ..args("127.0.0.1:0") }),
         ];
-        for args in out_of_range {
+        for (expected, args) in out_of_range {
             let error = Config::resolve(args).unwrap_err().to_string();
-            assert!(error.contains("must be") && error.contains("..="), "{error}");
+            assert_eq!(error, expected);
         }
     }
 
