@@ -209,3 +209,50 @@ fn power_cuts_keeping_random_unsynced_pages_keep_every_acknowledged_answer() {
     verify(&engine, &knowledge, "after the last power cut");
     assert!(knowledge.acknowledged_holds() > 0);
 }
+
+/// A snapshot the disk cannot read back (a bad sector's EIO) is passed
+/// over like a damaged one: the start recovers every change from the
+/// snapshot before it and the log after that, and names the unreadable one.
+#[test]
+fn an_unreadable_newest_snapshot_falls_back_to_the_one_before_it() {
+    let storage = MemStorage::new();
+    let store = StoreConfig {
+        storage: storage.clone(),
+        lock: false,
+        segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN,
+        ..StoreConfig::new("/data")
+    };
+    let config = EngineConfig { shards: 1, ..EngineConfig::default() };
+    let open = || Engine::open(config, store.clone(), Arc::new(SystemClock), &Default::default());
+    let set = |engine: &Engine, round: u64| {
+        let request = Request::SetStock {
+            sku: Sku::new(&format!("sku-{round}")).unwrap(),
+            on_hand: round,
+            expected_version: None,
+        };
+        engine.submit_blocking(request).expect("durable");
+    };
+    {
+        let (engine, _) = open().expect("a new directory opens");
+        for round in 1..=3 {
+            set(&engine, round);
+            futures::executor::block_on(engine.snapshot()).expect("snapshot");
+        }
+        set(&engine, 4);
+    }
+    let shard_dir = stockd_engine::store::shard_dir(std::path::Path::new("/data"), 0);
+    let snapshots = stockd_wal::list_snapshots(&*storage, &shard_dir).unwrap();
+    assert_eq!(snapshots.len(), 2, "the newest and the one before it are kept");
+    storage.fail_reads_of(&snapshots[0].path);
+
+    let (engine, report) = open().expect("the snapshot before the unreadable one serves");
+    let shard = &report.shards[0];
+    assert_eq!(shard.snapshot_lsn, Some(snapshots[1].lsn), "recovered from the older snapshot");
+    assert_eq!(shard.snapshots_passed_over.len(), 1, "{:?}", shard.snapshots_passed_over);
+    let passed_over = &shard.snapshots_passed_over[0];
+    assert!(passed_over.contains(snapshots[0].path.to_str().unwrap()) && passed_over.contains("read"), "{passed_over}");
+    for round in 1..=4 {
+        let counts = engine.read_view().get(&format!("sku-{round}")).expect("every change recovered");
+        assert_eq!(counts.on_hand, round);
+    }
+}

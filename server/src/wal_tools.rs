@@ -274,17 +274,22 @@ fn record_text(record: &LoggedRecord) -> String {
 
 fn replay(dir: &Path, into: &Path, bound: ReplayBound) -> anyhow::Result<()> {
     let _lock = lock(dir)?;
-    // A write or sync that fails here failed on the target's disk, not the
-    // data directory's: exit 1, not 3 (`exit_code`), and no failure record.
-    let stopped = tools::replay_into(&FsStorage, dir, into, bound).map_err(|error| match error {
-        error if error.is_storage_failure() => anyhow::anyhow!("writing {}: {error}", into.display()),
-        error => error.into(),
-    })?;
+    let stopped = tools::replay_into(&FsStorage, dir, into, bound).map_err(|error| replay_error(error, into))?;
     for (shard, lsn) in stopped.iter().enumerate() {
         println!("shard {shard}: replayed up to LSN {lsn}");
     }
     println!("wrote {}; start it with `stockd serve --data-dir {}`", into.display(), into.display());
     Ok(())
+}
+
+/// A write or sync that fails during a replay failed on the target's
+/// disk, not the data directory's: exit 1, not 3 (`exit_code`).
+fn replay_error(error: StoreError, into: &Path) -> anyhow::Error {
+    if error.is_storage_failure() {
+        anyhow::anyhow!("writing {}: {error}", into.display())
+    } else {
+        error.into()
+    }
 }
 
 fn stats(dir: &Path, as_json: bool) -> anyhow::Result<()> {
@@ -452,6 +457,23 @@ mod tests {
         }
         assert_eq!(exit_code(&io("read")), 1);
         assert_eq!(exit_code(&anyhow::Error::new(StoreError::Locked { path: "/d".into() })), EXIT_IN_USE);
+    }
+
+    /// A write that fails on `wal replay`'s target is not a failure of the
+    /// data directory's storage: exit 1, and the message names the target.
+    #[test]
+    fn a_failed_write_on_the_replay_target_exits_1() {
+        let failed = StoreError::Wal(stockd_wal::WalError::io(
+            "write",
+            Path::new("/new/shard-00/x.snap.tmp"),
+            std::io::Error::other("injected"),
+        ));
+        assert!(failed.is_storage_failure());
+        let error = replay_error(failed, Path::new("/new"));
+        assert_eq!(exit_code(&error), 1);
+        assert!(error.to_string().starts_with("writing /new: "), "{error}");
+        let locked = replay_error(StoreError::Locked { path: "/d".into() }, Path::new("/new"));
+        assert_eq!(exit_code(&locked), EXIT_IN_USE, "other errors keep their exit code");
     }
 
     #[test]

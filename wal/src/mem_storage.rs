@@ -18,6 +18,8 @@
 //! succeed, as Linux does after a writeback error (which is why a failed
 //! fsync must never be retried); `fail_dir_sync_once()` does the same to
 //! the next directory sync. Writes count renames and removals too.
+//! `fail_reads_of(path)` makes every read of one file fail, as a bad
+//! sector's EIO does (it stays across crashes).
 
 use crate::storage::{AlignedBytes, FileBytes, Storage, StorageFile};
 use parking_lot::Mutex;
@@ -43,6 +45,8 @@ struct State {
     /// Durable entries: path -> file.
     durable: BTreeMap<PathBuf, Arc<MemFile>>,
     faults: Faults,
+    /// Files whose reads fail (bad sectors: no crash clears them).
+    unreadable: BTreeSet<PathBuf>,
 }
 
 #[derive(Default)]
@@ -126,6 +130,12 @@ impl MemStorage {
     /// fsync of the directory only.
     pub fn fail_dir_sync_once(&self) {
         self.state.lock().faults.fail_next_dir_sync_once = true;
+    }
+
+    /// Every later read of the file at `path` fails, as a bad sector's
+    /// EIO does.
+    pub fn fail_reads_of(&self, path: &Path) {
+        self.state.lock().unreadable.insert(path.to_path_buf());
     }
 
     /// The power goes out now: every later write and sync fails (the
@@ -262,6 +272,9 @@ impl Storage for MemStorage {
     }
 
     fn read(&self, path: &Path) -> io::Result<FileBytes> {
+        if self.state.lock().unreadable.contains(path) {
+            return Err(injected("read"));
+        }
         let file = self.file(path)?;
         let written = file.written.lock();
         let mut bytes = AlignedBytes::with_capacity(written.len());
