@@ -1,16 +1,24 @@
-//! Accepting connections: at most `connections_max` open at once (the
-//! next accept waits for one to close), and TLS (rustls) when configured.
-//! A background task accepts and, for TLS, runs each handshake in its own
-//! task (at most `HANDSHAKE_TIMEOUT`), so a slow handshake never holds up
-//! the others; `axum::serve` takes finished connections from a channel.
+//! Accepting and serving connections: at most `connections_max` open at
+//! once (the next accept waits for one to close), and TLS (rustls) when
+//! configured. A background task accepts and, for TLS, runs each handshake
+//! in its own task (at most `HANDSHAKE_TIMEOUT`), so a slow handshake never
+//! holds up the others; [`Listener::serve`] takes finished connections from
+//! a channel and serves HTTP/1.1 on each until told to stop.
 //!
-//! A connection that makes no progress (reading or writing) for its idle
+//! Two timeouts give a slot back, so that a thousand slow or silent
+//! clients cannot lock everyone out: a request head (request line and
+//! headers) must arrive whole within [`HEAD_TIMEOUT`] of the connection's
+//! waiting for it, keep-alive idling included (a client trickling its
+//! headers a byte at a time makes progress, but not a request); and a
+//! connection that makes no progress (reading or writing) for its idle
 //! timeout ([`IDLE_TIMEOUT`], or longer when requests may take longer) is
-//! closed: a client that never finishes its headers, never reads its
-//! answer, or idles on keep-alive gives its slot back. Without it a
-//! thousand silent connections would lock everyone out.
+//! closed, which covers a client that never reads its answer. A body must
+//! arrive within the request timeout (`http::observe`).
 
 use anyhow::Context;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +37,9 @@ use tokio_rustls::TlsAcceptor;
 /// A connection with no progress this long is closed (unless the request
 /// timeout is longer: see [`idle_timeout`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request head must arrive whole within this of the connection's
+/// waiting for it (hyper's header read timeout).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The idle timeout for a request timeout: a connection waiting on a slow
 /// answer makes no progress, and must outlive the request.
@@ -119,20 +130,42 @@ async fn accept_loop(
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Connection, SocketAddr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            // The accept loop only ends with the runtime.
-            None => std::future::pending().await,
-        }
+impl Listener {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local_addr)
+    /// The next accepted connection (`None` once the accept loop ended,
+    /// which it does only with the runtime).
+    async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
+        self.connections.recv().await
+    }
+
+    /// Serves `router` on every accepted connection until `stop` completes;
+    /// then accepts no more, lets each connection finish the request it is
+    /// serving (idle ones close at once), and returns when all are closed.
+    pub async fn serve(mut self, router: axum::Router, head_timeout: Duration, stop: impl Future<Output = ()>) {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(head_timeout);
+        let graceful = GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let Some((connection, _peer)) = accepted else { break };
+            let service = TowerToHyperService::new(router.clone());
+            let served = graceful.watch(http.serve_connection(TokioIo::new(connection), service));
+            tokio::spawn(async move {
+                if let Err(error) = served.await {
+                    tracing::debug!(%error, "connection closed with an error");
+                }
+            });
+        }
+        // Dropping the channel stops the accept loop (and closes the socket).
+        drop(self.connections);
+        graceful.shutdown().await;
     }
 }
 
@@ -217,7 +250,6 @@ impl AsyncWrite for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::serve::Listener as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SHORT: Duration = Duration::from_millis(200);
@@ -230,9 +262,9 @@ mod tests {
     #[tokio::test]
     async fn a_silent_connection_is_closed_and_gives_its_slot_back() {
         let mut listener = listener(1).await;
-        let address = listener.local_addr().unwrap();
+        let address = listener.local_addr();
         let _silent = TcpStream::connect(address).await.unwrap();
-        let (mut first, _) = listener.accept().await;
+        let (mut first, _) = listener.accept().await.unwrap();
         // The only slot is taken: a second client is not accepted until the
         // first one's connection is closed for idling.
         let mut second_client = TcpStream::connect(address).await.unwrap();
@@ -241,7 +273,7 @@ mod tests {
             let error = first.read(&mut [0; 16]).await.expect_err("a silent connection times out");
             (error.kind(), began.elapsed())
         });
-        let (mut second, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.unwrap();
+        let (mut second, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.unwrap().unwrap();
         let (kind, idled_for) = idled.await.unwrap();
         assert_eq!(kind, io::ErrorKind::TimedOut);
         assert!(idled_for >= SHORT, "closed after {idled_for:?}, before its idle timeout");
@@ -254,8 +286,8 @@ mod tests {
     #[tokio::test]
     async fn progress_keeps_a_connection_open_past_the_idle_timeout() {
         let mut listener = listener(1).await;
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (mut connection, _) = listener.accept().await;
+        let mut client = TcpStream::connect(listener.local_addr()).await.unwrap();
+        let (mut connection, _) = listener.accept().await.unwrap();
         let began = Instant::now();
         let mut received = 0;
         // Bytes every SHORT/4 for three idle timeouts: never idle that long.
@@ -271,6 +303,43 @@ mod tests {
         }
         assert!(began.elapsed() > SHORT * 2, "the test outlived two idle timeouts");
         drop(writer.await.unwrap());
+    }
+
+    /// A client trickling its request head a byte at a time makes progress
+    /// (the idle timeout never fires) but no request: the head timeout
+    /// closes it, and its slot goes to the next client.
+    #[tokio::test]
+    async fn a_request_head_trickled_past_the_head_timeout_is_closed() {
+        let listener = Listener::new(TcpListener::bind("127.0.0.1:0").await.unwrap(), 1, None, IDLE_TIMEOUT).unwrap();
+        let address = listener.local_addr();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
+        tokio::spawn(listener.serve(router, SHORT, std::future::pending()));
+
+        let mut trickler = TcpStream::connect(address).await.unwrap();
+        let began = Instant::now();
+        let head = b"GET / HTTP/1.1\r\nhost: stockd\r\nx-slow: ";
+        // A byte every SHORT/4, for up to 400 bytes (100 head timeouts).
+        let mut closed_after = None;
+        for &byte in head.iter().chain(std::iter::repeat(&b'a')).take(400) {
+            let mut answer = [0; 64];
+            let wrote = trickler.write_all(&[byte]).await;
+            match tokio::time::timeout(SHORT / 4, trickler.read(&mut answer)).await {
+                Err(_elapsed) if wrote.is_ok() => continue,
+                Ok(Ok(0) | Err(_)) | Err(_) => {}
+                Ok(Ok(n)) => panic!("answered a request that never ended: {:?}", String::from_utf8_lossy(&answer[..n])),
+            }
+            closed_after = Some(began.elapsed());
+            break;
+        }
+        let closed_after = closed_after.expect("the trickling client is closed");
+        assert!(closed_after >= SHORT, "closed after {closed_after:?}, before the head timeout");
+
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nhost: stockd\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("served"), "{answer}");
     }
 
     #[test]

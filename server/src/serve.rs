@@ -10,10 +10,9 @@
 use crate::config::Config;
 use crate::http::auth::Tokens;
 use crate::http::{self, AppState};
-use crate::listener::{idle_timeout, tls_acceptor, Listener};
+use crate::listener::{idle_timeout, tls_acceptor, Listener, HEAD_TIMEOUT};
 use crate::progress::with_recovery_bar;
 use anyhow::Context;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use stockd_engine::{Engine, FsyncPolicy, RecoveryProgress, RecoveryReport, StoreConfig, SystemClock};
@@ -44,18 +43,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let idle_timeout = idle_timeout(config.limits.request_timeout);
     let listener = Listener::new(tcp, config.connections_max, tls.clone(), idle_timeout)?;
-    let address = axum::serve::Listener::local_addr(&listener)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!("listening on {scheme}://{address}");
+    tracing::info!("listening on {scheme}://{}", listener.local_addr());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let mut stop = stop;
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(listener.serve(router, HEAD_TIMEOUT, async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|stop| *stop).await;
+    }));
     let (signal_tx, mut signals) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(forward_signals(signal_tx));
 
@@ -77,7 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
     tokio::select! {
-        finished = server => finished.context("the server task")??,
+        finished = server => finished.context("the server task")?,
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("requests still in flight after the grace period: closing them"),
         _ = signals.recv() => tracing::warn!("second signal: closing requests still in flight"),
     }

@@ -539,6 +539,34 @@ mod tests {
         }
     }
 
+    /// A rotation whose directory sync failed (or that a kill -9 cut short
+    /// before it) leaves a segment whose name is not durable, and the next
+    /// start continues in it: the start makes the name durable before it
+    /// writes records it will acknowledge there.
+    #[test]
+    fn a_continued_segment_is_made_durable_in_its_directory_before_new_records() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let options = LogOptions { spare_segments: false, ..options() };
+        let mut writer = LogWriter::open(storage.clone(), dir, options, LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=10, true);
+        drop(writer);
+        let (_, outcome) = read_all(storage.as_ref(), dir, 0);
+        let mut writer = LogWriter::open(storage.clone(), dir, options, outcome.tail.clone()).unwrap();
+        let lsn = fill_segment(&mut writer, &outcome.tail);
+        storage.fail_dir_sync_once();
+        assert!(writer.write().is_err(), "the rotation's directory sync fails");
+        drop(writer);
+        // The process stopped; the page cache still holds the new name.
+        let (lsns, outcome) = read_all(storage.as_ref(), dir, 0);
+        assert_eq!((lsns.last(), outcome.segments), (Some(&(lsn - 1)), 2), "the new segment is the tail");
+        let mut writer = LogWriter::open(storage.clone(), dir, options, outcome.tail).unwrap();
+        write_records(&mut writer, lsn..=lsn + 20, true);
+        drop(writer);
+        storage.crash();
+        assert_eq!(read_all(storage.as_ref(), dir, 0).0.last(), Some(&(lsn + 20)), "every synced record survives");
+    }
+
     /// A log of 4,000 records whose covered segments were recycled, and
     /// where its records begin.
     fn log_with_recycled_segments(storage: &Arc<MemStorage>, dir: &Path) -> u64 {

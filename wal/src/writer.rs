@@ -368,6 +368,12 @@ impl LogWriter {
                 file.set_len_allocated(options.segment_bytes_max.max(end))
                     .map_err(|e| WalError::io("preallocate", &path, e))?;
                 file.sync_data().map_err(|e| WalError::io("fsync", &path, e))?;
+                // Its name may not be durable yet: the run that made it may
+                // have stopped between the rename and the directory sync.
+                writer
+                    .gate
+                    .sync_dir(writer.storage.as_ref(), dir)
+                    .map_err(|e| WalError::io("fsync directory", dir, e))?;
                 writer.segment = Some(file);
                 writer.segment_end = end;
             }
