@@ -99,3 +99,51 @@ fn cross_shard_carts_are_all_or_nothing_and_conserve_units() {
         assert_eq!(counts.on_hand, STOCK - sold.get(&s).copied().unwrap_or(0), "sku-{s}: units not conserved");
     }
 }
+
+/// A refused cross-shard cart has let go of every part it held on other
+/// shards by the time the caller reads the refusal: the published counts
+/// of every SKU then show exactly the holds of the carts still held.
+#[test]
+fn a_refused_cart_holds_nothing_anywhere_once_answered() {
+    let engine = Engine::start(EngineConfig { shards: 4, ..EngineConfig::default() }, Arc::new(SystemClock));
+    let scarce = |s: usize| Sku::new(&format!("scarce-{s}")).unwrap();
+    for s in 0..SKUS {
+        engine.submit_blocking(Request::SetStock { sku: sku(s), on_hand: STOCK, expected_version: None }).unwrap();
+        engine.submit_blocking(Request::SetStock { sku: scarce(s), on_hand: 0, expected_version: None }).unwrap();
+    }
+    let mut held: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut rng = Lcg(7);
+    let mut refused_across_shards = 0;
+    for cart in 0..300 {
+        let mut lines: BTreeMap<usize, u32> = BTreeMap::new();
+        for _ in 0..2 + rng.next(3) {
+            lines.insert(rng.next(SKUS as u64) as usize, 1);
+        }
+        let mut cart_lines: Vec<CartLine> = lines.keys().map(|&s| CartLine { sku: sku(s), qty: 1 }).collect();
+        // Most carts also want a unit that does not exist.
+        let refused = rng.next(4) != 0;
+        if refused {
+            cart_lines.push(CartLine { sku: scarce(rng.next(SKUS as u64) as usize), qty: 1 });
+        }
+        let shards: std::collections::BTreeSet<usize> =
+            cart_lines.iter().map(|line| engine.shard_of_sku(line.sku.as_str())).collect();
+        let id = ReservationId::new(&format!("cart-{cart}")).unwrap();
+        let request = ReserveRequest { id, lines: cart_lines, ttl_ms: Some(3_600_000) };
+        match engine.submit_blocking(Request::Reserve(request)) {
+            Ok(Reply::Held(_)) if !refused => {
+                for &s in lines.keys() {
+                    *held.entry(s).or_default() += 1;
+                }
+            }
+            Err(Rejection::InsufficientStock { .. }) if refused => {
+                refused_across_shards += usize::from(shards.len() > 1)
+            }
+            other => panic!("cart {cart} (refused: {refused}): {other:?}"),
+        }
+        for s in 0..SKUS {
+            let reserved = engine.read_view().get(sku(s).as_str()).unwrap().reserved;
+            assert_eq!(reserved, held.get(&s).copied().unwrap_or(0), "after cart {cart}: sku-{s} holds a refused part");
+        }
+    }
+    assert!(refused_across_shards > 100, "carts refused across shards: {refused_across_shards}");
+}

@@ -135,3 +135,39 @@ fn away_part_waits_for_home_and_expires_when_told() {
     assert_eq!(reserved(&batch), 0);
     batch.query(&Query::Audit).unwrap();
 }
+
+/// A commit or release that reaches home at or past the deadline, before
+/// any tick expired the hold (ticks are bounded, so a mass expiry can lag),
+/// finds the hold expired: refused, and the units come back once.
+#[test]
+fn a_decision_past_the_deadline_before_any_tick_finds_the_hold_expired() {
+    for decision in [
+        Command::Commit { id: ReservationId::new("late").unwrap() },
+        Command::Release { id: ReservationId::new("late").unwrap() },
+    ] {
+        let mut state = ShardState::new(ShardConfig { shard: 0 });
+        let mut batch = state.batch();
+        batch.apply(&Command::SetStock { sku: sku(0), on_hand: 3, expected_version: None }, 0).unwrap();
+        let part = ReservePart {
+            id: ReservationId::new("late").unwrap(),
+            fingerprint: 7,
+            lines: vec![CartLine { sku: sku(0), qty: 2 }],
+            expires_at_ms: 1_000,
+            forget_at_ms: 61_000,
+            home: 0,
+            participants: 0b1,
+        };
+        assert!(matches!(batch.apply(&Command::Reserve(part), 0), Ok(PartReply::Held { .. })));
+        let counts = |batch: &stockd_engine::Batch<'_>| match batch.query(&Query::GetSku { sku: sku(0) }) {
+            Ok(PartReply::Sku(counts)) => (counts.on_hand, counts.reserved),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(counts(&batch), (3, 2));
+        assert_eq!(batch.apply(&decision, 1_000), Err(Rejection::ReservationExpired), "{decision:?}");
+        assert_eq!(counts(&batch), (3, 0), "{decision:?}: the units came back, none sold");
+        assert_eq!(batch.apply(&decision, 1_001), Err(Rejection::ReservationExpired), "{decision:?} again");
+        assert_eq!(batch.tick(1_002, TICK_EVENTS_MAX), None, "{decision:?}: no timer returns them twice");
+        assert_eq!(counts(&batch), (3, 0));
+        batch.query(&Query::Audit).unwrap();
+    }
+}
