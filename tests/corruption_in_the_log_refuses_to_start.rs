@@ -183,7 +183,8 @@ fn a_healthy_directory_verifies_clean() {
 
 /// A data directory whose manifest names more shard directories than exist
 /// lost data (a directory entry that never reached the disk, an operator's
-/// rm): the start refuses instead of recovering that shard as empty.
+/// rm): the start, `wal verify` and `wal replay` refuse it instead of
+/// reading that shard as empty.
 #[test]
 fn a_missing_shard_directory_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +196,13 @@ fn a_missing_shard_directory_refuses_to_start() {
     let error =
         Engine::open(config, store, clock, &Default::default()).err().expect("a missing shard must not start empty");
     assert!(error.to_string().contains("shard-01") && error.to_string().contains("missing"), "{error}");
+    let verified = tools::verify(&FsStorage, dir.path()).expect_err("verify refuses");
+    assert!(verified.to_string().contains("shard-01"), "{verified}");
+    let target = dir.path().with_extension("replayed");
+    let replayed =
+        tools::replay_into(&FsStorage, dir.path(), &target, tools::ReplayBound::End).expect_err("replay refuses");
+    assert!(replayed.to_string().contains("shard-01"), "{replayed}");
+    assert!(!target.exists(), "no partial copy");
 }
 
 /// A well-formed, checksummed record that changes nothing (here a second

@@ -249,6 +249,19 @@ pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<
     }
 }
 
+/// Refuses a data directory whose manifest names a shard directory that
+/// does not exist: data was lost, and reading it as an empty shard would
+/// serve (or verify, or replay) a state without that shard's stock.
+pub(crate) fn check_shard_dirs(storage: &dyn Storage, data_dir: &Path, shards: usize) -> Result<(), StoreError> {
+    match (0..shards).map(|shard| shard_dir(data_dir, shard)).find(|dir| !storage.exists(dir)) {
+        Some(missing) => Err(StoreError::Manifest {
+            path: missing,
+            reason: "this shard's directory is missing: data was lost; restore the directory from a backup".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Makes `data_dir` a data directory for `shards` shards, or checks that it
 /// is one: in a new directory the shard directories are created and made
 /// durable *before* the manifest, so "the manifest exists" implies "every
@@ -264,13 +277,7 @@ pub(crate) fn prepare_layout(storage: &dyn Storage, data_dir: &Path, shards: usi
         Some(found) if found != shards => {
             Err(StoreError::ShardCountMismatch { path: data_dir.to_path_buf(), found, configured: shards })
         }
-        Some(_) => match (0..shards).map(|shard| shard_dir(data_dir, shard)).find(|dir| !storage.exists(dir)) {
-            Some(missing) => Err(StoreError::Manifest {
-                path: missing,
-                reason: "this shard's directory is missing: data was lost; restore the directory from a backup".into(),
-            }),
-            None => Ok(()),
-        },
+        Some(_) => check_shard_dirs(storage, data_dir, shards),
         None => {
             // A new directory. One whose shard directories hold files but
             // that has no manifest was not made by a start (which writes the

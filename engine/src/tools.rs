@@ -12,7 +12,9 @@ use crate::recovery::{
 };
 use crate::snapshot::StateImage;
 use crate::state::ShardState;
-use crate::store::{current_boot_id, recorded_shards, shard_dir, write_manifest, FailureMarker, StoreError};
+use crate::store::{
+    check_shard_dirs, current_boot_id, recorded_shards, shard_dir, write_manifest, FailureMarker, StoreError,
+};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,12 +43,15 @@ pub fn snapshot_payload(state: &ShardState, lsn: u64, now_ms: u64) -> Result<Vec
     Ok(payload)
 }
 
-/// The shard count a data directory was created with.
+/// The shard count a data directory was created with (every one of its
+/// shard directories must exist).
 pub fn shard_count(storage: &dyn Storage, data_dir: &Path) -> Result<usize, StoreError> {
-    recorded_shards(storage, data_dir)?.ok_or_else(|| StoreError::Manifest {
+    let shards = recorded_shards(storage, data_dir)?.ok_or_else(|| StoreError::Manifest {
         path: data_dir.to_path_buf(),
         reason: "not a stockd data directory (no manifest)".into(),
-    })
+    })?;
+    check_shard_dirs(storage, data_dir, shards)?;
+    Ok(shards)
 }
 
 /// One shard's health, as `verify` found it.
@@ -104,7 +109,8 @@ pub struct LoggedRecord {
 }
 
 /// Visits every record of `shard`'s log after `after_lsn`, in order (the
-/// records a snapshot already covers may be gone).
+/// records a snapshot already covers may be gone; none when `after_lsn` is
+/// at or past the log's end).
 pub fn read_log(
     storage: &dyn Storage,
     data_dir: &Path,
@@ -113,10 +119,21 @@ pub fn read_log(
     mut each: impl FnMut(LoggedRecord),
 ) -> Result<stockd_wal::ScanOutcome, StoreError> {
     let dir = shard_dir(data_dir, usize::from(shard));
-    let oldest = list_segments(storage, &dir)?.first().map_or(after_lsn, |segment| segment.first_lsn.saturating_sub(1));
-    Ok(scan(storage, &dir, shard, after_lsn.max(oldest), |lsn, payload| {
-        let (now_ms, command) = codec::decode(payload)?;
-        each(LoggedRecord { shard, lsn, now_ms, command });
+    let segments = list_segments(storage, &dir)?;
+    // The scan starts at the oldest segment at the earliest, and at the
+    // newest at the latest: a bound past the log's end is not a log that
+    // ends too early.
+    let start = match (segments.first(), segments.last()) {
+        (Some(oldest), Some(newest)) => {
+            after_lsn.min(newest.first_lsn.saturating_sub(1)).max(oldest.first_lsn.saturating_sub(1))
+        }
+        _ => after_lsn,
+    };
+    Ok(scan(storage, &dir, shard, start, |lsn, payload| {
+        if lsn > after_lsn {
+            let (now_ms, command) = codec::decode(payload)?;
+            each(LoggedRecord { shard, lsn, now_ms, command });
+        }
         Ok(ControlFlow::Continue(()))
     })?)
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use stockd_engine::store::{shard_dir, DirLock, StoreError};
 use stockd_engine::tools::{self, LoggedRecord, ReplayBound};
 use stockd_engine::{Command, Engine, EngineConfig, RecoveryProgress, StoreConfig, SystemClock};
-use stockd_wal::FsStorage;
+use stockd_wal::{FsStorage, Storage};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WalCommand {
@@ -339,12 +339,19 @@ fn stats(dir: &Path, as_json: bool) -> anyhow::Result<()> {
 }
 
 /// `stockd snapshot DIR`: recovers the directory and writes a fresh
-/// snapshot of every shard (older segments are then removed).
+/// snapshot of every shard (the log the snapshot kept before it covers is
+/// then removed). A disk failure exits 3, as it does for a server.
 pub fn snapshot(dir: &Path) -> anyhow::Result<()> {
-    if !dir.join("stockd.manifest").exists() {
+    snapshot_on(Arc::new(FsStorage), true, dir)
+}
+
+/// `stockd snapshot` on `storage` (`lock`: take the directory's lock, on
+/// a real filesystem).
+fn snapshot_on(storage: Arc<dyn Storage>, lock: bool, dir: &Path) -> anyhow::Result<()> {
+    if !storage.exists(&dir.join("stockd.manifest")) {
         bail!("{} is not a stockd data directory (no stockd.manifest)", dir.display());
     }
-    let shards = tools::shard_count(&FsStorage, dir)?;
+    let shards = tools::shard_count(storage.as_ref(), dir)?;
     let config = EngineConfig { shards, ..EngineConfig::default() };
     let progress = Arc::new(RecoveryProgress::default());
     // It writes no segment: no spare is made ahead of need (the server's
@@ -352,14 +359,19 @@ pub fn snapshot(dir: &Path) -> anyhow::Result<()> {
     // `--spare-segments false` would get 64 MiB per shard). Spares and
     // recycled segments already there are removed; a server makes them
     // again as it needs them.
-    let store = StoreConfig { spare_segments: false, ..StoreConfig::new(dir) };
+    let store = StoreConfig { spare_segments: false, storage: Arc::clone(&storage), lock, ..StoreConfig::new(dir) };
     let opened = with_recovery_bar(&progress, || Engine::open(config, store, Arc::new(SystemClock), &progress));
     let (engine, report) =
         opened.with_context(|| format!("recovering {} (is a server running on it?)", dir.display()))?;
-    futures::executor::block_on(engine.snapshot())
-        .map_err(|rejection| anyhow::anyhow!("snapshot failed: {rejection}"))?;
+    let taken = futures::executor::block_on(engine.snapshot());
     engine.shutdown();
-    for (shard, path, lsn, bytes) in tools::snapshots(&FsStorage, dir)? {
+    // A failed write or sync is the disk's failure: exit 3, as a server does.
+    if let Some(reason) = engine.failure() {
+        let failed = StoreError::FailedThisBoot { path: dir.join(stockd_engine::FAILURE_MARKER), reason };
+        return Err(anyhow::Error::new(failed).context("the snapshot's storage failed"));
+    }
+    taken.map_err(|rejection| anyhow::anyhow!("snapshot failed: {rejection}"))?;
+    for (shard, path, lsn, bytes) in tools::snapshots(storage.as_ref(), dir)? {
         println!("shard {shard}: snapshot at LSN {lsn} ({bytes} bytes): {}", path.display());
     }
     println!("recovered {} records first", report.shards.iter().map(|shard| shard.records_replayed).sum::<u64>());
@@ -474,6 +486,42 @@ mod tests {
         assert!(error.to_string().starts_with("writing /new: "), "{error}");
         let locked = replay_error(StoreError::Locked { path: "/d".into() }, Path::new("/new"));
         assert_eq!(exit_code(&locked), EXIT_IN_USE, "other errors keep their exit code");
+    }
+
+    /// A write or sync that fails anywhere in `stockd snapshot` (its
+    /// recovery, the snapshot, the final sync) exits 3, never 1 or 0.
+    #[test]
+    fn a_disk_failure_during_a_snapshot_exits_3() {
+        let dir = Path::new("/data");
+        for failing_sync in 1.. {
+            let storage = stockd_wal::MemStorage::new();
+            let store = StoreConfig {
+                storage: storage.clone(),
+                lock: false,
+                spare_segments: false,
+                segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN,
+                ..StoreConfig::new(dir)
+            };
+            let config = EngineConfig { shards: 2, ..EngineConfig::default() };
+            let (engine, _) = Engine::open(config, store, Arc::new(SystemClock), &Default::default()).unwrap();
+            let request = stockd_engine::Request::SetStock {
+                sku: stockd_engine::Sku::new("tee").unwrap(),
+                on_hand: 5,
+                expected_version: None,
+            };
+            engine.submit_blocking(request).unwrap();
+            drop(engine);
+            storage.fail_sync_after(failing_sync);
+            match snapshot_on(storage, false, dir) {
+                Ok(()) => {
+                    assert!(failing_sync > 5, "a snapshot of two shards syncs more than {failing_sync} times");
+                    break;
+                }
+                Err(error) => {
+                    assert_eq!(exit_code(&error), crate::serve::EXIT_STORAGE_FAILED, "sync {failing_sync}: {error:#}")
+                }
+            }
+        }
     }
 
     #[test]

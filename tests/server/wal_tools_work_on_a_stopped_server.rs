@@ -153,6 +153,7 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
     assert_eq!(first.iter().map(|r| r["command"]["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["reserve", "commit"]);
     assert_eq!(inspect(&data, &["--sku", "tee"]).len(), 3, "the stock change and both holds name the SKU");
     assert_eq!(inspect(&data, &["--from-lsn", "3"]).len(), 2);
+    assert!(inspect(&data, &["--from-lsn", "100"]).is_empty(), "past the end: nothing, not an error");
 
     let stats = run(&["wal", "stats", "--json"], &data);
     let stats: Value = serde_json::from_str(stdout(&stats).trim()).unwrap();

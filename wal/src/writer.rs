@@ -72,7 +72,9 @@ const SPARE_SYNC_STEP: usize = 1 << 20;
 /// Written after every write's last record (an `End` frame to readers).
 const END_MARKER: [u8; RECORD_HEADER_LEN] = [0; RECORD_HEADER_LEN];
 
-/// Smallest segment size accepted (records must always fit).
+/// Smallest segment size accepted: room for many of the engine's records
+/// (a few KiB at most). A record larger than a segment still goes whole
+/// into one, which grows past the size.
 pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 
