@@ -106,6 +106,8 @@ struct ModelLine {
 
 struct ModelReservation {
     lines: Vec<ModelLine>,
+    /// The TTL as the request gave it (part of the body).
+    ttl_ms: Option<u64>,
     expires_at_ms: u64,
     /// How long it is remembered after its deadline.
     retention_ms: u64,
@@ -165,7 +167,7 @@ impl Model {
                 counts.version += 1;
                 Exactly(Ok(Reply::Sku(*counts)))
             }
-            Op::Reserve { id: i, ref lines, ttl_ms } => self.reserve(i, lines, ttl_ms.unwrap_or(TTL_MS_DEFAULT)),
+            Op::Reserve { id: i, ref lines, ttl_ms } => self.reserve(i, lines, ttl_ms),
             Op::Commit { id: i } => Exactly(match self.reservations.get_mut(&i) {
                 None => Err(Rejection::UnknownReservation),
                 Some(reservation) => match reservation.state {
@@ -219,9 +221,10 @@ impl Model {
         }
     }
 
-    fn reserve(&mut self, i: usize, lines: &[(usize, u32)], ttl_ms: u64) -> Expected {
+    fn reserve(&mut self, i: usize, lines: &[(usize, u32)], ttl_ms: Option<u64>) -> Expected {
         if let Some(existing) = self.reservations.get(&i) {
-            let same_body = existing.lines.iter().map(|line| (line.sku, line.qty)).eq(lines.iter().copied());
+            let same_lines = existing.lines.iter().map(|line| (line.sku, line.qty)).eq(lines.iter().copied());
+            let same_body = same_lines && existing.ttl_ms == ttl_ms;
             return Expected::Exactly(if same_body {
                 Ok(Reply::Held(Hold { expires_at_ms: existing.expires_at_ms, replayed: true }))
             } else {
@@ -241,7 +244,7 @@ impl Model {
         if !failures.is_empty() {
             return Expected::OneOf(failures);
         }
-        let expires_at_ms = self.now_ms + ttl_ms;
+        let expires_at_ms = self.now_ms + ttl_ms.unwrap_or(TTL_MS_DEFAULT);
         let lines: Vec<ModelLine> = lines
             .iter()
             .map(|&(s, qty)| {
@@ -251,7 +254,8 @@ impl Model {
             .collect();
         let spans_shards = lines.iter().any(|line| self.shard_of_sku[line.sku] != self.home_of_id[i]);
         let retention_ms = if spans_shards { RETENTION_MS.max(CART_RETENTION_MS_MIN) } else { RETENTION_MS };
-        let reservation = ModelReservation { lines, expires_at_ms, retention_ms, state: ReservationState::Held };
+        let reservation =
+            ModelReservation { lines, ttl_ms, expires_at_ms, retention_ms, state: ReservationState::Held };
         self.reservations.insert(i, reservation);
         Expected::Exactly(Ok(Reply::Held(Hold { expires_at_ms, replayed: false })))
     }

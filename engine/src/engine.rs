@@ -477,7 +477,8 @@ impl Engine {
 
     fn plan_reserve(&self, mut request: ReserveRequest) -> Result<(usize, ClientOp), Rejection> {
         let ttl_ms = request.validate(self.config.ttl_ms_default)?;
-        let fingerprint = cart_fingerprint(request.lines.iter().map(|line| (line.sku.as_str(), line.qty)));
+        let lines = request.lines.iter().map(|line| (line.sku.as_str(), line.qty));
+        let fingerprint = cart_fingerprint(lines, request.ttl_ms);
         let shard_count = self.clients.len();
         let home = self.home_of(&request.id);
         let ReserveRequest { id, lines, .. } = request;

@@ -38,16 +38,23 @@ pub fn shard_of(key_hash: u64, shard_count: usize) -> usize {
     ((key_hash >> 32) % shard_count as u64) as usize
 }
 
-/// The fingerprint of a cart: 128-bit XXH3 over its lines in SKU order.
-/// Two bodies under one reservation id are "the same" when their
-/// fingerprints are equal. Carts of a few lines hash from the stack.
-pub fn cart_fingerprint<'a>(sorted_lines: impl Iterator<Item = (&'a str, u32)>) -> u128 {
+/// The fingerprint of a reservation body: 128-bit XXH3 over its lines in
+/// SKU order and its TTL as sent (an absent TTL is not the default written
+/// out: the default may change between a request and its retry). Two
+/// bodies under one reservation id are "the same" when their fingerprints
+/// are equal. Carts of a few lines hash from the stack.
+pub fn cart_fingerprint<'a>(sorted_lines: impl Iterator<Item = (&'a str, u32)>, ttl_ms: Option<u64>) -> u128 {
     let mut bytes: SmallVec<[u8; 256]> = SmallVec::new();
     for (sku, qty) in sorted_lines {
         // Length-prefixed so that ("ab", 1) and ("a", ...) can never collide by concatenation.
         bytes.push(sku.len() as u8);
         bytes.extend_from_slice(sku.as_bytes());
         bytes.extend_from_slice(&qty.to_le_bytes());
+    }
+    // A SKU is never empty: a zero length byte ends the lines.
+    bytes.push(0);
+    if let Some(ttl_ms) = ttl_ms {
+        bytes.extend_from_slice(&ttl_ms.to_le_bytes());
     }
     xxh3_128(&bytes)
 }
@@ -107,11 +114,14 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_depends_on_every_line() {
-        let a = cart_fingerprint([("a", 1), ("b", 2)].into_iter());
-        assert_eq!(a, cart_fingerprint([("a", 1), ("b", 2)].into_iter()));
-        assert_ne!(a, cart_fingerprint([("a", 1), ("b", 3)].into_iter()));
-        assert_ne!(a, cart_fingerprint([("a", 1)].into_iter()));
-        assert_ne!(cart_fingerprint([("ab", 1)].into_iter()), cart_fingerprint([("a", 1)].into_iter()));
+    fn fingerprint_depends_on_every_line_and_the_ttl() {
+        let fingerprint = |lines: &[(&'static str, u32)], ttl_ms| cart_fingerprint(lines.iter().copied(), ttl_ms);
+        let a = fingerprint(&[("a", 1), ("b", 2)], None);
+        assert_eq!(a, fingerprint(&[("a", 1), ("b", 2)], None));
+        assert_ne!(a, fingerprint(&[("a", 1), ("b", 3)], None));
+        assert_ne!(a, fingerprint(&[("a", 1)], None));
+        assert_ne!(fingerprint(&[("ab", 1)], None), fingerprint(&[("a", 1)], None));
+        assert_ne!(a, fingerprint(&[("a", 1), ("b", 2)], Some(60_000)), "an absent TTL is not a given one");
+        assert_ne!(fingerprint(&[("a", 1)], Some(60_000)), fingerprint(&[("a", 1)], Some(5_000)));
     }
 }

@@ -11,7 +11,7 @@ use crate::ids::Sku;
 pub enum Rejection {
     #[error("not enough stock of {sku}: requested {requested}, available {available}")]
     InsufficientStock { sku: Sku, requested: u32, available: u64 },
-    #[error("this reservation id was already used with different lines")]
+    #[error("this reservation id was already used with a different body (lines or ttl_ms)")]
     IdempotencyKeyReused,
     #[error("no such reservation")]
     UnknownReservation,

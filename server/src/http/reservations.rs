@@ -12,8 +12,8 @@ use axum::Json;
 use stockd_engine::Request;
 
 /// Holds a cart, all lines or none, under the client's idempotency id. A
-/// retry with the same id and lines answers as the first time did, with
-/// `Idempotent-Replayed: true`.
+/// retry with the same id and body (lines in any order, the same `ttl_ms`)
+/// answers as the first time did, with `Idempotent-Replayed: true`.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", security(("bearer" = [])),
     request_body = ReserveBody,
     responses(
