@@ -56,9 +56,11 @@ pub fn main() -> anyhow::Result<i32> {
     }
 }
 
-/// Structured logs on stderr; `STOCKD_LOG` (or `RUST_LOG`) filters them.
+/// Structured logs on stderr; `STOCKD_LOG` (or `RUST_LOG`) filters them,
+/// except the `listening on` line (scripts read the port from it).
 fn init_logs() {
     let filter = std::env::var("STOCKD_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
+    let filter = format!("{filter},{}=info", crate::serve::LISTENING_TARGET);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

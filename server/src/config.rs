@@ -43,7 +43,8 @@ pub struct ServeArgs {
     /// Where the WAL and snapshots live.
     #[arg(long, env = "STOCKD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Shards (default: half the cores, at least 1). Fixed for the life of a data directory.
+    /// Shards, fixed for the life of a data directory (default: the
+    /// directory's own count; for a new one half the cores, at least 1).
     #[arg(long, env = "STOCKD_SHARDS")]
     pub shards: Option<usize>,
     #[arg(long, env = "STOCKD_FSYNC", value_enum)]
@@ -154,8 +155,14 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = EngineConfig::default();
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        // Unset, the shard count is the data directory's (fixed for its
+        // life), so a start after a change of cores or CPU quota still
+        // opens it; the core-based default is for a new directory.
+        let recorded_shards =
+            || stockd_engine::store::recorded_shards(&stockd_wal::FsStorage, &data_dir).ok().flatten();
         let engine = EngineConfig {
-            shards: args.shards.or(file.shards).unwrap_or(defaults.shards),
+            shards: args.shards.or(file.shards).or_else(recorded_shards).unwrap_or(defaults.shards),
             queue_len_max: args.queue_len_max.or(file.queue_len_max).unwrap_or(QUEUE_LEN_MAX_DEFAULT),
             ttl_ms_default: args.ttl_ms_default.or(file.ttl_ms_default).unwrap_or(TTL_MS_DEFAULT),
             retention_ms: args.retention_ms.or(file.retention_ms).unwrap_or(RETENTION_MS_DEFAULT),
@@ -203,7 +210,7 @@ impl Config {
         };
         let config = Config {
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir,
             engine,
             fsync,
             segment_bytes_max: args
@@ -242,7 +249,7 @@ impl Config {
             ("--request-timeout-ms", limits.request_timeout.as_millis() as u64, 1, u64::MAX),
             ("--body-bytes-max", limits.body_bytes_max as u64, 1, u64::MAX),
             ("--batch-body-bytes-max", limits.batch_body_bytes_max as u64, 1, u64::MAX),
-            ("--batch-ops-max", limits.batch_ops_max as u64, 1, u64::MAX),
+            ("--batch-ops-max", limits.batch_ops_max as u64, 1, stockd_engine::limits::BATCH_REQUESTS_MAX as u64),
             ("--segment-bytes-max", self.segment_bytes_max, stockd_wal::SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX),
             ("--snapshot-every-bytes", self.snapshot_every_bytes, SNAPSHOT_EVERY_BYTES_MIN, u64::MAX),
             ("--queue-len-max", self.engine.queue_len_max as u64, 1, QUEUE_LEN_MAX),
@@ -263,6 +270,27 @@ mod tests {
 
     fn args(listen: &str) -> ServeArgs {
         ServeArgs { listen: Some(listen.parse().unwrap()), ..ServeArgs::default() }
+    }
+
+    /// With no shard count given, a data directory's own is used (a start
+    /// after a change of cores opens it); a given one still wins.
+    #[test]
+    fn an_unset_shard_count_is_the_data_directory_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = EngineConfig::default().shards + 1;
+        let store = stockd_engine::StoreConfig {
+            spare_segments: false,
+            segment_bytes_max: stockd_wal::SEGMENT_BYTES_MIN,
+            ..stockd_engine::StoreConfig::new(dir.path())
+        };
+        let clock = std::sync::Arc::new(stockd_engine::SystemClock);
+        let config = EngineConfig { shards, ..EngineConfig::default() };
+        drop(stockd_engine::Engine::open(config, store, clock, &Default::default()).unwrap());
+        let in_dir = ServeArgs { data_dir: Some(dir.path().to_owned()), ..args("127.0.0.1:0") };
+        assert_eq!(Config::resolve(in_dir.clone()).unwrap().engine.shards, shards);
+        assert_eq!(Config::resolve(ServeArgs { shards: Some(1), ..in_dir }).unwrap().engine.shards, 1);
+        let new_dir = ServeArgs { data_dir: Some(dir.path().join("new")), ..args("127.0.0.1:0") };
+        assert_eq!(Config::resolve(new_dir).unwrap().engine.shards, EngineConfig::default().shards);
     }
 
     #[test]
@@ -329,6 +357,7 @@ mod tests {
                 ServeArgs { ttl_ms_default: Some(999), ..args("127.0.0.1:0") },
             ),
             ("--retention-ms must be at least 1", ServeArgs { retention_ms: Some(0), ..args("127.0.0.1:0") }),
+            ("--batch-ops-max must be 1..=100000", ServeArgs { batch_ops_max: Some(100_001), ..args("127.0.0.1:0") }),
         ];
         for (expected, args) in out_of_range {
             let error = Config::resolve(args).unwrap_err().to_string();

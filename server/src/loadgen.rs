@@ -41,8 +41,8 @@ pub struct LoadgenArgs {
     /// Keep-alive connections, each one request at a time.
     #[arg(long, env = "STOCKD_LOADGEN_CONNECTIONS", default_value_t = 64)]
     pub connections: usize,
-    /// Seconds of load.
-    #[arg(long, env = "STOCKD_LOADGEN_DURATION", default_value_t = 10.0)]
+    /// Seconds of load (more than 0, at most a day).
+    #[arg(long, env = "STOCKD_LOADGEN_DURATION", default_value_t = 10.0, value_parser = parse_duration_s)]
     pub duration: f64,
     /// Holds per request through /v1/batch (1: one request per hold).
     #[arg(long, env = "STOCKD_LOADGEN_BATCH", default_value_t = 1)]
@@ -83,14 +83,20 @@ struct Counters {
     uncertain_commit_units: AtomicU64,
 }
 
+/// `--duration`: finite, more than 0 and at most a day (NaN, infinity or a
+/// huge number would make no `Duration`).
+fn parse_duration_s(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|error| format!("{error}"))?;
+    if seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0 {
+        Ok(seconds)
+    } else {
+        Err("seconds, more than 0 and at most 86400".into())
+    }
+}
+
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
-    if args.connections == 0
-        || args.batch == 0
-        || args.batch > 1_000
-        || args.duration <= 0.0
-        || args.commit_percent > 100
-    {
-        bail!("--connections >= 1, --batch 1..=1000, --duration > 0, --commit-percent 0..=100");
+    if args.connections == 0 || args.batch == 0 || args.batch > 1_000 || args.commit_percent > 100 {
+        bail!("--connections >= 1, --batch 1..=1000, --commit-percent 0..=100");
     }
     let address = parse_url(&args.url)?;
     wait_ready(address, Duration::from_secs(30)).await?;
@@ -502,6 +508,14 @@ mod tests {
 
     fn answer(status: StatusCode, body: &'static str) -> Answer {
         Answer { status, headers: Default::default(), body: Bytes::from_static(body.as_bytes()) }
+    }
+
+    #[test]
+    fn a_duration_is_a_finite_positive_number_of_seconds() {
+        assert_eq!(parse_duration_s("2.5"), Ok(2.5));
+        for bad in ["NaN", "inf", "-1", "0", "1e300", "ten"] {
+            assert!(parse_duration_s(bad).is_err(), "{bad}");
+        }
     }
 
     /// A batch refused whole (busy, timed out) counts as each op refused,

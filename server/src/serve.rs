@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use stockd_engine::{Engine, FsyncPolicy, RecoveryProgress, RecoveryReport, StoreConfig, SystemClock};
 
+/// The log target of the `listening on` line, logged whatever the filter.
+pub const LISTENING_TARGET: &str = "stockd::listening";
+
 /// Exit code after a storage failure.
 pub const EXIT_STORAGE_FAILED: i32 = 3;
 /// Undecidable cart parts (`RecoveryReport::undecidable`) named in the log.
@@ -44,7 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let idle_timeout = idle_timeout(config.limits.request_timeout);
     let listener = Listener::new(tcp, config.connections_max, tls.clone(), idle_timeout)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!("listening on {scheme}://{}", listener.local_addr());
+    tracing::info!(target: LISTENING_TARGET, "listening on {scheme}://{}", listener.local_addr());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(listener.serve(router, HEAD_TIMEOUT, async move {
         let mut stop = stop;

@@ -273,17 +273,23 @@ async fn tokens_and_roles_guard_every_endpoint() {
     }
     for token in [None, Some("wrong-secret")] {
         let mut stranger = server.connect(token).await;
-        let answer = get(&mut stranger, "/v1/skus/tee").await;
-        assert_eq!((answer.status, code(&answer)), (StatusCode::UNAUTHORIZED, "unauthorized".into()));
         for public in ["/healthz", "/readyz", "/openapi.json"] {
             assert_eq!(get(&mut stranger, public).await.status, StatusCode::OK, "{public} needs no token");
         }
-        // Writes and batches too, before their bodies are looked at; a 401
-        // names the scheme it wants.
-        for path in ["/v1/reservations", "/v1/batch", "/v1/reservations/kept/release"] {
-            let answer = stranger.json(Method::POST, path, &json!({})).await.unwrap();
-            assert_eq!((answer.status, code(&answer)), (StatusCode::UNAUTHORIZED, "unauthorized".into()), "{path}");
-            assert_eq!(answer.headers.get("www-authenticate").map(|value| value.to_str().unwrap()), Some("Bearer"));
+        // Every guarded endpoint, before its body is looked at (here the
+        // matrix's bodies, and an empty object); a 401 names the scheme it
+        // wants.
+        for (method, path, body, _) in cases(&mut n) {
+            for body in [body, Some(json!({}))] {
+                let answer = match &body {
+                    Some(body) => stranger.json(method.clone(), &path, body).await.unwrap(),
+                    None => stranger.send(method.clone(), &path, None).await.unwrap(),
+                };
+                let what = format!("{token:?} {method} {path} {body:?}");
+                assert_eq!((answer.status, code(&answer)), (StatusCode::UNAUTHORIZED, "unauthorized".into()), "{what}");
+                let scheme = answer.headers.get("www-authenticate").map(|value| value.to_str().unwrap());
+                assert_eq!(scheme, Some("Bearer"), "{what}");
+            }
         }
     }
     // The scheme's name is case-insensitive (RFC 9110).
@@ -323,11 +329,21 @@ async fn tokens_and_roles_guard_every_endpoint() {
     assert_eq!((tee["on_hand"].clone(), tee["reserved"].clone()), (json!(100), json!(1)));
 }
 
+/// Scripts read the port from the `listening on` line: it is logged
+/// whatever the log filter says.
+#[test]
+fn the_listening_line_is_logged_whatever_the_log_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn_logging(dir.path(), &[], "error");
+    assert_ne!(server.address.port(), 0, "the line names the port the OS picked");
+}
+
 #[test]
 fn a_public_address_without_tokens_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let output =
-        support::stockd().args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let mut serve = support::stockd();
+    serve.args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(dir.path());
+    let output = support::output_within(&mut serve, Duration::from_secs(60));
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("--insecure-no-auth"),

@@ -20,6 +20,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use stockd_engine::{Engine, EngineConfig, StoreConfig, SystemClock};
 use stockd_server::client::Connection;
 use support::Server;
@@ -220,8 +221,9 @@ fn a_start_in_the_boot_of_a_storage_failure_exits_3_until_a_reboot() {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("Linux gives a boot id");
     let record = |boot: &str| format!("boot_id {}\nreason fdatasync of the WAL failed: disk on fire\n", boot.trim());
     std::fs::write(&marker, record(&boot_id)).unwrap();
-    let refused =
-        support::stockd().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let mut serve = support::stockd();
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    let refused = support::output_within(&mut serve, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("disk on fire") && stderr.contains("reboot"), "{stderr}");

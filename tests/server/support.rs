@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 use stockd_server::client::Connection;
@@ -36,11 +36,16 @@ impl Server {
 
     /// Starts the server and returns once it listens (it may still be recovering).
     pub fn spawn(data_dir: &Path, args: &[&str]) -> Server {
+        Server::spawn_logging(data_dir, args, "info")
+    }
+
+    /// `spawn`, with `STOCKD_LOG` set to `filter`.
+    pub fn spawn_logging(data_dir: &Path, args: &[&str], filter: &str) -> Server {
         let mut child = stockd()
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
-            .env("STOCKD_LOG", "info")
+            .env("STOCKD_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -111,6 +116,26 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `command` to its end, or kills it after `limit` and fails: a test
+/// of a start that must be refused fails instead of hanging when the
+/// server serves after all.
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the command starts");
+    let pid = child.id();
+    let (finished, done) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = matches!(done.recv_timeout(limit), Err(mpsc::RecvTimeoutError::Timeout));
+        if timed_out {
+            signal(pid, "-KILL");
+        }
+        timed_out
+    });
+    let output = child.wait_with_output().expect("the command ends");
+    let _ = finished.send(());
+    assert!(!watchdog.join().unwrap(), "{command:?} still ran after {limit:?}");
+    output
 }
 
 pub fn signal(pid: u32, signal: &str) {
