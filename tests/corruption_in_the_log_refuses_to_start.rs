@@ -172,6 +172,53 @@ fn a_damaged_newest_snapshot_falls_back_to_the_one_before_it() {
     assert!(message.contains(latest.to_str().unwrap()), "names the newest: {message}");
 }
 
+/// Damage in the fallback (the older snapshot, or the log after it) does
+/// not stop a start, which uses the newest snapshot, but `wal verify`
+/// reports it: the next damaged snapshot would have nothing to fall back on.
+#[test]
+fn damage_in_the_fallback_is_reported_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path());
+    {
+        let engine = open(dir.path()).unwrap();
+        futures::executor::block_on(engine.snapshot()).unwrap();
+        // More than a 1 MiB segment of records between the two snapshots:
+        // a start reads none of the segments before the newest one's.
+        let requests = (0..15_000)
+            .map(|i| Request::SetStock {
+                sku: Sku::new(&format!("between-{i}")).unwrap(),
+                on_hand: 1,
+                expected_version: None,
+            })
+            .collect();
+        assert!(engine.submit_batch_blocking(requests).iter().all(Result::is_ok));
+        futures::executor::block_on(engine.snapshot()).unwrap();
+    }
+    let fallback_damage = |dir: &Path| {
+        let checks = tools::verify(&FsStorage, dir).unwrap();
+        assert!(checks[0].error.is_none(), "{:?}", checks[0].error);
+        checks[0].fallback_damage.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(fallback_damage(dir.path()), Vec::<String>::new(), "healthy");
+
+    // A record after the older snapshot (LSN 20) that only a fallback reads.
+    assert!(files(dir.path(), "wal").len() > 1, "the log rotated");
+    let segment = files(dir.path(), "wal").remove(0);
+    let between = record_offsets(&std::fs::read(&segment).unwrap())[25];
+    flip(&segment, between + 40);
+    drop(open(dir.path()).expect("a start uses the newest snapshot"));
+    let damage = fallback_damage(dir.path());
+    assert!(damage.len() == 1 && damage[0].contains(&format!("byte offset {between}")), "{damage:?}");
+    flip(&segment, between + 40);
+
+    let snapshots = files(dir.path(), "snap");
+    assert_eq!(snapshots.len(), 2);
+    flip(&snapshots[0], 100);
+    drop(open(dir.path()).expect("a start uses the newest snapshot"));
+    let damage = fallback_damage(dir.path());
+    assert!(damage.len() == 1 && damage[0].contains(snapshots[0].to_str().unwrap()), "{damage:?}");
+}
+
 #[test]
 fn a_healthy_directory_verifies_clean() {
     let dir = tempfile::tempdir().unwrap();

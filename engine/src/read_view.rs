@@ -6,7 +6,8 @@
 //!
 //! Layout per SKU: 8 bytes of hash table (a `u32` slot at load factor <= 7/8,
 //! plus control byte), the key bytes, a 4-byte key end, and a 32-byte slot.
-//! The shard keeps its own 24-byte counts beside this (see `sku_table`).
+//! The shard keeps its own 24-byte counts beside this (`ShardState`'s
+//! `counts`).
 
 use crate::hash::key_hash;
 use hashbrown::HashTable;
@@ -35,6 +36,8 @@ impl SkuCounts {
 /// Slots are allocated in chunks that never move, so growing the index never
 /// copies published counts.
 const SLOTS_PER_CHUNK: usize = 1 << 14;
+/// A reader gives up (panics) on a slot mid-write for this long.
+const STUCK_WRITER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One SKU's published counts behind a sequence lock: the shard thread
 /// writes, readers retry until they see an even, unchanged sequence.
@@ -59,10 +62,14 @@ impl PublishedSlot {
 
     /// `None` until the SKU's creation has been published (version 0).
     fn load(&self) -> Option<SkuCounts> {
-        // A writer holds the sequence odd for a few stores; it can only be
-        // preempted there, so yield after a short spin. Bounded: a writer
-        // that stays mid-store for a million yields is a dead shard.
-        for attempt in 0..1_000_000u32 {
+        // A writer (the shard, or its syncer) holds the sequence odd for a
+        // few stores; it can only be preempted there, so yield after a
+        // short spin. Bounded in time, not in tries (a busy machine may
+        // keep a preempted writer off the CPU for a while): a writer that
+        // stays mid-store for `STUCK_WRITER` is a dead one.
+        let mut since: Option<std::time::Instant> = None;
+        let mut attempt = 0u64;
+        loop {
             let before = self.seq.load(Ordering::Acquire);
             if before % 2 == 0 {
                 let counts = SkuCounts {
@@ -75,13 +82,17 @@ impl PublishedSlot {
                     return (counts.version != 0).then_some(counts);
                 }
             }
+            attempt += 1;
             if attempt < 64 {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
+                if attempt % 1024 == 0 {
+                    let since = *since.get_or_insert_with(std::time::Instant::now);
+                    assert!(since.elapsed() < STUCK_WRITER, "a published slot stayed mid-write for {STUCK_WRITER:?}");
+                }
             }
         }
-        panic!("published slot stayed mid-write for a million retries: the shard thread is stuck");
     }
 }
 

@@ -317,7 +317,11 @@ pub(crate) fn load_snapshot(
 
 /// One snapshot, read and restored, with its time. A snapshot that does
 /// not read back, is not the shard's, or does not restore is an error.
-fn restore_snapshot(storage: &dyn Storage, file: &SnapshotFile, shard: u16) -> Result<(ShardState, u64), StoreError> {
+pub(crate) fn restore_snapshot(
+    storage: &dyn Storage,
+    file: &SnapshotFile,
+    shard: u16,
+) -> Result<(ShardState, u64), StoreError> {
     let unusable = |reason: String| StoreError::Snapshot { path: file.path.clone(), reason };
     let loaded = read_snapshot(storage, &file.path)?;
     if loaded.header.shard != shard || loaded.header.lsn != file.lsn {

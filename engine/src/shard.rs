@@ -9,8 +9,11 @@
 //!
 //! Two inboxes: clients use a bounded queue (full = an immediate `Busy`);
 //! shards use an unbounded one, so a shard never blocks on another (no
-//! deadlock) and its depth is bounded by the protocol instead: pending carts
-//! (`pending_carts_max`) and the decisions of one batch.
+//! deadlock). What can wait there grows with the carts in flight: their
+//! parts (at most `pending_carts_max` carts per home), and their decisions
+//! and aborts, which the client queue's bound limits only indirectly (a
+//! waiter moved to `Carts::settling` has left that queue). A turn takes
+//! every peer message waiting, so none is starved.
 
 use crate::carts::{CartRequest, Carts};
 use crate::clock::Clock;

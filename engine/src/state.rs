@@ -1,7 +1,8 @@
 //! One shard's state and the deterministic state machine:
 //! `apply(state, command, now) -> outcome`. The same function serves live
-//! traffic, WAL replay and the tests' simulations. It reads no clock, does
-//! no I/O, and allocates only what a command stores.
+//! traffic, WAL replay and the tests' simulations. It reads no clock and
+//! does no I/O; what it allocates is what a command stores, plus, for a
+//! reservation of more than one line, a copy of its lines when it finishes.
 //!
 //! State changes happen inside a `Batch`, which holds the shard's SKU index
 //! under an upgradable read lock for the whole batch: one lock operation per

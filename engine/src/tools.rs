@@ -8,7 +8,8 @@
 use crate::codec;
 use crate::command::{Command, Query};
 use crate::recovery::{
-    apply_logged, explain_passed_over, load_snapshot, replay_shard, LoadedSnapshot, RecoveryProgress, ShardRecovery,
+    apply_logged, explain_passed_over, load_snapshot, replay_shard, restore_snapshot, LoadedSnapshot, RecoveryProgress,
+    ShardRecovery,
 };
 use crate::snapshot::StateImage;
 use crate::state::ShardState;
@@ -62,20 +63,57 @@ pub struct ShardCheck {
     pub recovered: Option<ShardRecovery>,
     /// Why the shard cannot be recovered.
     pub error: Option<StoreError>,
+    /// Damage in what a start would fall back on were the snapshot it uses
+    /// damaged: an older snapshot, or the log between it and the newest.
+    pub fallback_damage: Vec<StoreError>,
 }
 
 /// Loads every shard's newest usable snapshot and replays its log, exactly as a
 /// start would, without changing anything. A torn tail is reported (start
-/// cuts it); corruption is an error naming the file and offset.
+/// cuts it); corruption is an error naming the file and offset. The older
+/// snapshots kept as a fallback, and the log after them, are checked too.
 pub fn verify(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<ShardCheck>, StoreError> {
     let shards = shard_count(storage, data_dir)?;
     let progress = RecoveryProgress::default();
-    Ok((0..shards as u16)
-        .map(|shard| match replay_shard(storage, data_dir, shard, &progress) {
-            Ok(replayed) => ShardCheck { shard, recovered: Some(replayed.report), error: None },
-            Err(error) => ShardCheck { shard, recovered: None, error: Some(error) },
+    (0..shards as u16)
+        .map(|shard| {
+            let check = match replay_shard(storage, data_dir, shard, &progress) {
+                Ok(replayed) => {
+                    let fallback_damage = check_fallbacks(storage, data_dir, shard, replayed.report.snapshot_lsn)?;
+                    ShardCheck { shard, recovered: Some(replayed.report), error: None, fallback_damage }
+                }
+                Err(error) => ShardCheck { shard, recovered: None, error: Some(error), fallback_damage: Vec::new() },
+            };
+            Ok(check)
         })
-        .collect())
+        .collect()
+}
+
+/// Restores every snapshot older than the one a start uses (at
+/// `used_lsn`) and reads the log from each up to `used_lsn`: the damage a
+/// fallback would meet.
+fn check_fallbacks(
+    storage: &dyn Storage,
+    data_dir: &Path,
+    shard: u16,
+    used_lsn: Option<u64>,
+) -> Result<Vec<StoreError>, StoreError> {
+    let Some(used_lsn) = used_lsn else { return Ok(Vec::new()) };
+    let dir = shard_dir(data_dir, usize::from(shard));
+    let mut damage = Vec::new();
+    for older in list_snapshots(storage, &dir)?.into_iter().filter(|file| file.lsn < used_lsn) {
+        if let Err(error) = restore_snapshot(storage, &older, shard) {
+            damage.push(error);
+            continue;
+        }
+        let read = scan(storage, &dir, shard, older.lsn, |lsn, _| {
+            Ok(if lsn < used_lsn { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })
+        });
+        if let Err(error) = read {
+            damage.push(error.into());
+        }
+    }
+    Ok(damage)
 }
 
 /// Refuses to read `data_dir` in the boot of a storage failure (see

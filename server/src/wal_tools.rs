@@ -21,8 +21,9 @@ use stockd_wal::{FsStorage, Storage};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WalCommand {
-    /// Check every snapshot and segment; exit 0 healthy, 2 torn tail only,
-    /// 1 corrupt, 4 in use by a server.
+    /// Recover every shard as a start would, and check the older snapshot
+    /// kept as a fallback and the log after it; exit 0 healthy, 2 torn tail
+    /// only, 1 corrupt, 4 in use by a server.
     Verify {
         #[arg(env = "STOCKD_DATA_DIR")]
         dir: PathBuf,
@@ -164,6 +165,14 @@ fn verify(dir: &Path) -> anyhow::Result<i32> {
                 }
             }
             (None, None) => unreachable!("a check either recovers or fails"),
+        }
+        for damage in &check.fallback_damage {
+            println!(
+                "shard {}: DAMAGED FALLBACK: {damage}; a start works, but could not fall back past the newest snapshot \
+                 (the next snapshot replaces the fallback)",
+                check.shard
+            );
+            worst = 1;
         }
     }
     println!("{}", ["healthy", "CORRUPT", "torn tail only (recoverable)"][worst as usize]);
