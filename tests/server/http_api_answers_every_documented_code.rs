@@ -424,3 +424,42 @@ async fn a_body_that_stops_arriving_is_a_408() {
     let mut c = server.connect(None).await;
     assert_eq!(c.send(Method::GET, "/v1/reservations/slow", None).await.unwrap().status, StatusCode::NOT_FOUND);
 }
+
+/// A full shard queue answers at once: 503 `busy` with `Retry-After` (here
+/// a queue of one message, and 32 callers at once on one shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shard_queue_answers_503_busy_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "1", "--queue-len-max", "1"]);
+    let mut admin = server.connect(None).await;
+    assert_eq!(put_stock(&mut admin, "tee", json!({"on_hand": 1_000_000})).await.status, StatusCode::OK);
+    let busy: std::sync::Arc<std::sync::Mutex<Option<Answer>>> = Default::default();
+    let callers: Vec<_> = (0..32)
+        .map(|caller| {
+            let (address, busy) = (server.address, busy.clone());
+            tokio::spawn(async move {
+                let mut connection = Connection::open(address, None).await.unwrap();
+                // Bounded: until some caller met a full queue.
+                for i in 0..1_000 {
+                    if busy.lock().unwrap().is_some() {
+                        return;
+                    }
+                    let body = json!({"id": format!("c{caller}-{i}"), "lines": [{"sku": "tee", "qty": 1}]});
+                    let answer = reserve(&mut connection, body).await;
+                    match answer.status {
+                        StatusCode::CREATED => {}
+                        StatusCode::SERVICE_UNAVAILABLE => *busy.lock().unwrap() = Some(answer),
+                        other => panic!("{other} {:?}", answer.json()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let answer = busy.lock().unwrap().take().expect("32 callers at once filled a queue of one message");
+    assert_eq!(code(&answer), "busy", "{:?}", answer.json());
+    let retry_after = answer.headers.get("retry-after").map(|value| value.to_str().unwrap().to_owned());
+    assert!(retry_after.is_some_and(|seconds| seconds.parse::<u64>().is_ok()), "Retry-After in seconds");
+}
