@@ -269,10 +269,14 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
     assert_eq!(answer.status, StatusCode::OK, "a {kib} KiB batch");
     assert_eq!(answer.json().unwrap()["results"][999]["status"], 404, "every op answered");
 
-    // Ops written as arrays are refused one by one, like any malformed op.
+    // Ops written as arrays are refused one by one, like any malformed op,
+    // and so is an op naming another op's field, even as `null` (as the
+    // endpoint refuses it: `unknown field`).
     let ops = json!({"ops": [
         ["adjust", null, null, null, null, "tee", null, null, -3],
         {"op": "reserve", "id": "a", "lines": [["tee", 1]]},
+        {"op": "release", "id": "held", "lines": null},
+        {"op": "commit", "id": "held", "ttl_ms": null},
     ]});
     let answer = c.json(Method::POST, "/v1/batch", &ops).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);

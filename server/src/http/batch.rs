@@ -93,27 +93,29 @@ pub fn plan(text: &str, role: Role) -> Result<(Request, Answer), ApiError> {
     let sku = |sku: Option<String>| sku.ok_or_else(|| missing("sku")).and_then(|sku| convert::sku(&sku));
     Ok(match op.op {
         BatchOpKind::Reserve => {
-            let (id, lines) = (id(op.id)?, op.lines.ok_or_else(|| missing("lines"))?);
-            let (request, lines) = convert::reserve(&id, lines, op.ttl_ms)?;
+            let (id, lines) = (id(op.id.value)?, op.lines.value.ok_or_else(|| missing("lines"))?);
+            let (request, lines) = convert::reserve(&id, lines, op.ttl_ms.value)?;
             (request, Answer::Reserve { id, lines })
         }
-        BatchOpKind::Commit => (Request::Commit { id: convert::reservation_id(&id(op.id)?)? }, Answer::Decision),
-        BatchOpKind::Release => (Request::Release { id: convert::reservation_id(&id(op.id)?)? }, Answer::Decision),
+        BatchOpKind::Commit => (Request::Commit { id: convert::reservation_id(&id(op.id.value)?)? }, Answer::Decision),
+        BatchOpKind::Release => {
+            (Request::Release { id: convert::reservation_id(&id(op.id.value)?)? }, Answer::Decision)
+        }
         BatchOpKind::SetStock => {
-            let (sku, on_hand) = (sku(op.sku)?, op.on_hand.ok_or_else(|| missing("on_hand"))?);
-            let request = Request::SetStock { sku: sku.clone(), on_hand, expected_version: op.expected_version };
+            let (sku, on_hand) = (sku(op.sku.value)?, op.on_hand.value.ok_or_else(|| missing("on_hand"))?);
+            let request = Request::SetStock { sku: sku.clone(), on_hand, expected_version: op.expected_version.value };
             (request, Answer::Sku(sku))
         }
         BatchOpKind::Adjust => {
-            let (sku, delta) = (sku(op.sku)?, op.delta.ok_or_else(|| missing("delta"))?);
+            let (sku, delta) = (sku(op.sku.value)?, op.delta.value.ok_or_else(|| missing("delta"))?);
             (Request::AdjustStock { sku: sku.clone(), delta }, Answer::Sku(sku))
         }
         BatchOpKind::GetSku => {
-            let sku = sku(op.sku)?;
+            let sku = sku(op.sku.value)?;
             (Request::GetSku { sku: sku.clone() }, Answer::Sku(sku))
         }
         BatchOpKind::GetReservation => {
-            (Request::GetReservation { id: convert::reservation_id(&id(op.id)?)? }, Answer::Reservation)
+            (Request::GetReservation { id: convert::reservation_id(&id(op.id.value)?)? }, Answer::Reservation)
         }
     })
 }

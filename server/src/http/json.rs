@@ -4,7 +4,7 @@
 //! type, too large), one rule for every route.
 
 use crate::http::error::ApiError;
-use crate::http::types::LineBody;
+use crate::http::types::{LineBody, Sent};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -121,10 +121,10 @@ pub fn object_lines<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Li
     Ok(lines.into_iter().map(|Object(line)| line).collect())
 }
 
-/// `deserialize_with` for a batch op's optional lines.
-pub fn optional_object_lines<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<LineBody>>, D::Error> {
+/// `deserialize_with` for a batch op's lines (named, when this is called).
+pub fn sent_object_lines<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Sent<Vec<LineBody>>, D::Error> {
     let lines = Option::<Vec<Object<LineBody>>>::deserialize(deserializer)?;
-    Ok(lines.map(|lines| lines.into_iter().map(|Object(line)| line).collect()))
+    Ok(Sent { named: true, value: lines.map(|lines| lines.into_iter().map(|Object(line)| line).collect()) })
 }
 
 impl From<BytesRejection> for ApiError {

@@ -198,32 +198,59 @@ impl BatchOpKind {
 #[serde(deny_unknown_fields)]
 pub struct BatchOp {
     pub op: BatchOpKind,
-    pub id: Option<String>,
-    #[serde(default, deserialize_with = "crate::http::json::optional_object_lines")]
-    pub lines: Option<Vec<LineBody>>,
-    pub ttl_ms: Option<u64>,
-    pub order: Option<serde_json::Map<String, serde_json::Value>>,
-    pub sku: Option<String>,
-    pub on_hand: Option<u64>,
-    pub expected_version: Option<u64>,
-    pub delta: Option<i64>,
+    #[serde(default)]
+    pub id: Sent<String>,
+    #[serde(default, deserialize_with = "crate::http::json::sent_object_lines")]
+    pub lines: Sent<Vec<LineBody>>,
+    #[serde(default)]
+    pub ttl_ms: Sent<u64>,
+    #[serde(default)]
+    pub order: Sent<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub sku: Sent<String>,
+    #[serde(default)]
+    pub on_hand: Sent<u64>,
+    #[serde(default)]
+    pub expected_version: Sent<u64>,
+    #[serde(default)]
+    pub delta: Sent<i64>,
+}
+
+/// A batch op's field: whether the op names it at all (`null` included,
+/// as the endpoint's body would have it), and its value if not `null`.
+#[derive(Debug)]
+pub struct Sent<T> {
+    pub named: bool,
+    pub value: Option<T>,
+}
+
+impl<T> Default for Sent<T> {
+    fn default() -> Sent<T> {
+        Sent { named: false, value: None }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sent<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Sent<T>, D::Error> {
+        Ok(Sent { named: true, value: Option::<T>::deserialize(deserializer)? })
+    }
 }
 
 impl BatchOp {
-    /// The fields present, by name.
+    /// The fields the op names (`null` or not), by name.
     pub fn present(&self) -> impl Iterator<Item = &'static str> + '_ {
         [
-            ("id", self.id.is_some()),
-            ("lines", self.lines.is_some()),
-            ("ttl_ms", self.ttl_ms.is_some()),
-            ("order", self.order.is_some()),
-            ("sku", self.sku.is_some()),
-            ("on_hand", self.on_hand.is_some()),
-            ("expected_version", self.expected_version.is_some()),
-            ("delta", self.delta.is_some()),
+            ("id", self.id.named),
+            ("lines", self.lines.named),
+            ("ttl_ms", self.ttl_ms.named),
+            ("order", self.order.named),
+            ("sku", self.sku.named),
+            ("on_hand", self.on_hand.named),
+            ("expected_version", self.expected_version.named),
+            ("delta", self.delta.named),
         ]
         .into_iter()
-        .filter_map(|(name, present)| present.then_some(name))
+        .filter_map(|(name, named)| named.then_some(name))
     }
 }
 
