@@ -213,6 +213,17 @@ impl Engine {
         self.store.get()?.failure.get().map(str::to_owned)
     }
 
+    /// A shard whose thread stopped while the engine serves: it panicked
+    /// (a bug). Its callers hear `shutting_down`, but carts with a part on
+    /// it may wait on its answer forever, and what it holds is stuck: the
+    /// process should exit, and a restart recovers the shard from its log.
+    pub fn stopped_shard(&self) -> Option<usize> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.clients.iter().position(Inbox::exited)
+    }
+
     /// The data directory, for an engine opened on one.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.store.get().map(|store| store.data_dir.as_path())
@@ -710,6 +721,7 @@ mod tests {
             async move { engine.submit(set_stock(4)).await }
         };
         assert_eq!(answer_within_a_minute(after), Err(Rejection::ShuttingDown), "a request sent after");
+        assert_eq!(engine.stopped_shard(), Some(0), "the engine says which shard stopped");
         let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.shutdown()));
         assert!(stopped.is_err(), "the shard's panic comes out of shutdown");
     }

@@ -72,6 +72,11 @@ impl Inbox {
         self.drop_if_exited();
     }
 
+    /// Whether the shard's loop has ended.
+    pub fn exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
+    }
+
     /// Messages waiting.
     pub fn len(&self) -> usize {
         self.sender.len()

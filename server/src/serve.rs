@@ -5,7 +5,8 @@
 //! [`SHUTDOWN_GRACE`]; a second signal stops waiting), drain the shards,
 //! sync the WAL, exit 0. A storage failure stops the process at once with
 //! exit code 3: nothing more may be acknowledged and a failed fsync is
-//! never retried.
+//! never retried. A shard that stopped by a panic stops it with exit code
+//! 70: a restart recovers the shard from its log.
 
 use crate::config::Config;
 use crate::http::auth::Tokens;
@@ -22,6 +23,8 @@ pub const LISTENING_TARGET: &str = "stockd::listening";
 
 /// Exit code after a storage failure.
 pub const EXIT_STORAGE_FAILED: i32 = 3;
+/// Exit code after a shard stopped by a panic (EX_SOFTWARE).
+pub const EXIT_SHARD_STOPPED: i32 = 70;
 /// Undecidable cart parts (`RecoveryReport::undecidable`) named in the log.
 const UNDECIDABLE_LOGGED_MAX: usize = 100;
 
@@ -67,7 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Err(error);
         }
     };
-    tokio::spawn(watch_for_storage_failure(Arc::clone(&engine)));
+    tokio::spawn(watch_for_failures(Arc::clone(&engine)));
     tracing::info!("ready");
 
     signals.recv().await.context("waiting for a signal")?;
@@ -159,7 +162,7 @@ fn log_recovery(report: &RecoveryReport) {
 }
 
 /// The process stops after any storage failure: nothing more is acknowledged.
-async fn watch_for_storage_failure(engine: Arc<Engine>) {
+async fn watch_for_failures(engine: Arc<Engine>) {
     loop {
         if let Some(reason) = engine.failure() {
             tracing::error!(
@@ -167,6 +170,13 @@ async fn watch_for_storage_failure(engine: Arc<Engine>) {
                 "storage failed: stopping without acknowledging anything more; fix the disk, reboot, then start again"
             );
             std::process::exit(EXIT_STORAGE_FAILED);
+        }
+        if let Some(shard) = engine.stopped_shard() {
+            tracing::error!(
+                shard,
+                "a shard stopped (a panic: a bug, see the log above): exiting so that a restart recovers it"
+            );
+            std::process::exit(EXIT_SHARD_STOPPED);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
