@@ -162,6 +162,15 @@ pub fn scan(
                     let reason = format!("zeros where record {next_lsn} was, which had been durable");
                     return Err(corrupt(at as u64, reason));
                 }
+                // In a full segment, the end must be where the next begins:
+                // the damage is here, not in the next file.
+                Frame::End if !last && segments[index + 1].first_lsn > next_lsn => {
+                    let reason = format!(
+                        "zeros where record {next_lsn} was (the next segment begins at LSN {})",
+                        segments[index + 1].first_lsn
+                    );
+                    return Err(corrupt(at as u64, reason));
+                }
                 Frame::End => break,
                 frame => {
                     let reason = match frame {
@@ -770,6 +779,27 @@ mod tests {
         file.write_at(at as u64, &[0; RECORD_HEADER_LEN]).unwrap();
         let error = scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(ControlFlow::Continue(()))).unwrap_err();
         assert!(matches!(&error, WalError::Corrupt { offset, .. } if *offset == at as u64), "{error}");
+        assert!(error.to_string().contains("zeros where record 20 was"), "{error}");
+    }
+
+    /// Zeros where a record was in a full (not the last) segment are named
+    /// in that segment, at their offset, not blamed on the next file.
+    #[test]
+    fn zeros_in_a_full_segment_are_named_where_they_are() {
+        let storage = storage();
+        let dir = Path::new("/data/shard-02");
+        let mut writer = LogWriter::open(storage.clone(), dir, options(), LogTail::empty()).unwrap();
+        write_records(&mut writer, 1..=2_000, true);
+        drop(writer);
+        let full = list_segments(storage.as_ref(), dir).unwrap().remove(0);
+        let bytes = storage.read(&full.path).unwrap();
+        let at = offset_of(&bytes, 20);
+        storage.open(&full.path).unwrap().write_at(at as u64, &[0; RECORD_HEADER_LEN]).unwrap();
+        let error = scan(storage.as_ref(), dir, SHARD, 0, |_, _| Ok(ControlFlow::Continue(()))).unwrap_err();
+        assert!(
+            matches!(&error, WalError::Corrupt { path, offset, .. } if *path == full.path && *offset == at as u64),
+            "{error}"
+        );
         assert!(error.to_string().contains("zeros where record 20 was"), "{error}");
     }
 
