@@ -218,10 +218,10 @@ impl Engine {
     /// it may wait on its answer forever, and what it holds is stuck: the
     /// process should exit, and a restart recovers the shard from its log.
     pub fn stopped_shard(&self) -> Option<usize> {
-        if self.closed.load(Ordering::SeqCst) {
-            return None;
-        }
-        self.clients.iter().position(Inbox::exited)
+        let exited = self.clients.iter().position(Inbox::exited)?;
+        // A shutdown marks the engine closed before any shard exits: read
+        // after the exit marks, an open engine means no shutdown stopped it.
+        (!self.closed.load(Ordering::SeqCst)).then_some(exited)
     }
 
     /// The data directory, for an engine opened on one.

@@ -90,8 +90,8 @@ pub fn verify(storage: &dyn Storage, data_dir: &Path) -> Result<Vec<ShardCheck>,
 }
 
 /// Restores every snapshot older than the one a start uses (at
-/// `used_lsn`) and reads the log from each up to `used_lsn`: the damage a
-/// fallback would meet.
+/// `used_lsn`) and replays the log from each up to `used_lsn`, as a start
+/// falling back would: the damage it would meet.
 fn check_fallbacks(
     storage: &dyn Storage,
     data_dir: &Path,
@@ -102,14 +102,23 @@ fn check_fallbacks(
     let dir = shard_dir(data_dir, usize::from(shard));
     let mut damage = Vec::new();
     for older in list_snapshots(storage, &dir)?.into_iter().filter(|file| file.lsn < used_lsn) {
-        if let Err(error) = restore_snapshot(storage, &older, shard) {
-            damage.push(error);
-            continue;
-        }
-        let read = scan(storage, &dir, shard, older.lsn, |lsn, _| {
-            Ok(if lsn < used_lsn { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })
+        let mut state = match restore_snapshot(storage, &older, shard) {
+            Ok((state, _)) => state,
+            Err(error) => {
+                damage.push(error);
+                continue;
+            }
+        };
+        let mut batch = state.batch();
+        let replayed = scan(storage, &dir, shard, older.lsn, |lsn, payload| {
+            if lsn > used_lsn {
+                return Ok(ControlFlow::Break(()));
+            }
+            let (at_ms, command) = codec::decode(payload)?;
+            apply_logged(&mut batch, &command, at_ms)?;
+            Ok(ControlFlow::Continue(()))
         });
-        if let Err(error) = read {
+        if let Err(error) = replayed {
             damage.push(error.into());
         }
     }

@@ -70,6 +70,8 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 pub struct Listener {
     local_addr: SocketAddr,
     connections: mpsc::Receiver<(Connection, SocketAddr)>,
+    /// Ends once `connections` is dropped, closing the socket.
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Listener {
@@ -82,8 +84,8 @@ impl Listener {
         let local_addr = tcp.local_addr()?;
         let (ready, connections) = mpsc::channel(64);
         let permits = Arc::new(Semaphore::new(connections_max));
-        tokio::spawn(accept_loop(tcp, permits, tls, idle_timeout, ready));
-        Ok(Listener { local_addr, connections })
+        let accepting = tokio::spawn(accept_loop(tcp, permits, tls, idle_timeout, ready));
+        Ok(Listener { local_addr, connections, accepting })
     }
 }
 
@@ -95,8 +97,17 @@ async fn accept_loop(
     ready: mpsc::Sender<(Connection, SocketAddr)>,
 ) {
     loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
-        let (stream, peer) = match tcp.accept().await {
+        // `serve` dropping its end stops the accepting (and closes the socket).
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit,
+            () = ready.closed() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            () = ready.closed() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -163,8 +174,10 @@ impl Listener {
                 }
             });
         }
-        // Dropping the channel stops the accept loop (and closes the socket).
+        // Dropping the channel stops the accept loop, which closes the
+        // socket: new clients are refused, not left in the backlog.
         drop(self.connections);
+        let _ = self.accepting.await;
         graceful.shutdown().await;
     }
 }
@@ -340,6 +353,19 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut answer)).await.unwrap().unwrap();
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("served"), "{answer}");
+    }
+
+    /// Once told to stop, the server accepts nobody more: its socket is
+    /// closed (a client is refused, not left waiting in the backlog).
+    #[tokio::test]
+    async fn a_stopped_server_closes_its_socket() {
+        let listener = Listener::new(TcpListener::bind("127.0.0.1:0").await.unwrap(), 4, None, IDLE_TIMEOUT).unwrap();
+        let address = listener.local_addr();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
+        let stopped = tokio::time::timeout(Duration::from_secs(30), listener.serve(router, SHORT, async {})).await;
+        assert!(stopped.is_ok(), "serve returns once stopped");
+        let refused = TcpStream::connect(address).await;
+        assert!(refused.is_err(), "a connection after the stop: {refused:?}");
     }
 
     #[test]

@@ -447,8 +447,12 @@ async fn a_full_shard_queue_answers_503_busy_with_retry_after() {
                     let body = json!({"id": format!("c{caller}-{i}"), "lines": [{"sku": "tee", "qty": 1}]});
                     let answer = reserve(&mut connection, body).await;
                     match answer.status {
-                        StatusCode::CREATED => {}
-                        StatusCode::SERVICE_UNAVAILABLE => *busy.lock().unwrap() = Some(answer),
+                        // A 503 of another kind (a request timeout on a slow
+                        // machine) is not the one looked for.
+                        StatusCode::CREATED | StatusCode::SERVICE_UNAVAILABLE if code(&answer) != "busy" => {}
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            busy.lock().unwrap().get_or_insert(answer);
+                        }
                         other => panic!("{other} {:?}", answer.json()),
                     }
                 }
@@ -459,7 +463,6 @@ async fn a_full_shard_queue_answers_503_busy_with_retry_after() {
         caller.await.unwrap();
     }
     let answer = busy.lock().unwrap().take().expect("32 callers at once filled a queue of one message");
-    assert_eq!(code(&answer), "busy", "{:?}", answer.json());
     let retry_after = answer.headers.get("retry-after").map(|value| value.to_str().unwrap().to_owned());
     assert!(retry_after.is_some_and(|seconds| seconds.parse::<u64>().is_ok()), "Retry-After in seconds");
 }
