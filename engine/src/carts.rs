@@ -10,7 +10,8 @@
 //! 2. Each part is held (logged, durable) or refused, and answers home.
 //! 3. When all have answered, home holds its own part *last*, so "home's
 //!    part exists" means "the cart is complete". If anything refused, home
-//!    aborts the parts that were held and answers the refusal.
+//!    aborts the parts that were held and answers the refusal; so it does,
+//!    answering `busy`, when the deadline has passed meanwhile.
 //! 4. Later, home decides commit or release (or expires the cart) once, and
 //!    sends the decision to the parts. Parts never expire on their own
 //!    clock: a cart is never partly sold and partly expired.
@@ -231,6 +232,10 @@ impl Carts {
         let Pending { home_part, held, refusal, waiters, queued, .. } = pending;
         let outcome = match refusal {
             Some(refusal) => Err(refusal),
+            // The parts answered only after the cart's deadline (a shard
+            // far behind): a hold already due is no hold. Refused, its
+            // parts let go; a retry starts afresh.
+            None if home_part.expires_at_ms <= turn.now_ms => Err(Rejection::Busy),
             None => turn.apply(&Command::Reserve(home_part.clone())),
         };
         let completed = matches!(outcome, Ok(PartReply::Held { replayed: false, .. }));

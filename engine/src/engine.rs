@@ -637,6 +637,97 @@ mod tests {
         futures::executor::block_on(engine.audit()).expect("invariants hold");
     }
 
+    /// A log that holds the first reserve it is given until told, as a
+    /// shard behind a very deep queue would; otherwise `InMemory`.
+    struct StallsFirstReserve {
+        entered: std::sync::mpsc::Sender<()>,
+        release: Option<std::sync::mpsc::Receiver<()>>,
+        in_memory: InMemory,
+    }
+
+    impl Durability for StallsFirstReserve {
+        fn append(&mut self, command: &Command, _now_ms: u64) {
+            if let (Command::Reserve(_), Some(release)) = (command, &self.release) {
+                self.entered.send(()).unwrap();
+                let _ = release.recv();
+                self.release = None;
+            }
+        }
+        fn end_batch(&mut self, completion: shard::Completion) -> shard::Completion {
+            self.in_memory.end_batch(completion)
+        }
+        fn failure(&self) -> Option<Rejection> {
+            None
+        }
+        fn wants_snapshot(&self) -> bool {
+            false
+        }
+        fn snapshot_image(
+            &mut self,
+            _room: &dyn Fn() -> crate::snapshot::ImageRoom,
+        ) -> Option<crate::snapshot::StateImage> {
+            None
+        }
+        fn last_lsn(&self) -> Option<u64> {
+            None
+        }
+        fn close(self: Box<Self>) {}
+    }
+
+    /// A cart whose part answers only after the cart's deadline (its shard
+    /// stalled past the TTL) is refused `busy` with every part let go,
+    /// never answered "held" with a deadline already past; a retry holds
+    /// it afresh.
+    #[test]
+    fn a_cart_whose_parts_answer_after_its_deadline_is_refused() {
+        let id =
+            (0..).map(|i| format!("late-cart-{i}")).find(|id| shard_of(crate::hash::key_hash(id), 2) == 0).unwrap();
+        let sku_on = |shard| {
+            (0..)
+                .map(|s| Sku::new(&format!("sku-{s}")).unwrap())
+                .find(|sku| shard_of(sku.key_hash(), 2) == shard)
+                .unwrap()
+        };
+        let (at_home, away) = (sku_on(0), sku_on(1));
+        let (entered, shard_entered) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let mut released = Some(released);
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let config = EngineConfig { shards: 2, ..EngineConfig::default() };
+        let states = (0..2).map(|shard| ShardState::new(ShardConfig { shard })).collect();
+        let engine = Arc::new(Engine::launch(config, clock.clone(), states, 0, |shard, target, _| {
+            let in_memory = InMemory { target };
+            match shard {
+                1 => Box::new(StallsFirstReserve { entered: entered.clone(), release: released.take(), in_memory }),
+                _ => Box::new(in_memory),
+            }
+        }));
+        for sku in [&at_home, &away] {
+            engine.submit_blocking(Request::SetStock { sku: sku.clone(), on_hand: 5, expected_version: None }).unwrap();
+        }
+        let request = Request::Reserve(ReserveRequest {
+            id: ReservationId::new(&id).unwrap(),
+            lines: vec![CartLine { sku: at_home.clone(), qty: 1 }, CartLine { sku: away.clone(), qty: 1 }],
+            ttl_ms: Some(1_000),
+        });
+        let (answer, answered) = std::sync::mpsc::channel();
+        {
+            let (engine, request) = (Arc::clone(&engine), request.clone());
+            std::thread::spawn(move || answer.send(engine.submit_blocking(request)));
+        }
+        let minute = std::time::Duration::from_secs(60);
+        shard_entered.recv_timeout(minute).expect("the part's shard took the part");
+        clock.advance_ms(5_000);
+        release.send(()).unwrap();
+        let answer = answered.recv_timeout(minute).expect("the cart was answered");
+        assert_eq!(answer, Err(Rejection::Busy), "a deadline already past is not a hold");
+        let reserved = |sku: &Sku| engine.read_view().get(sku.as_str()).unwrap().reserved;
+        assert_eq!((reserved(&at_home), reserved(&away)), (0, 0), "every part let go before the answer");
+        let retried = engine.submit_blocking(request);
+        assert_eq!(retried, Ok(Reply::Held(Hold { expires_at_ms: 1_006_000, replayed: false })), "held afresh");
+        futures::executor::block_on(engine.audit()).expect("invariants hold");
+    }
+
     /// A log that holds the first command it is given until told, then
     /// panics, as a shard would on a bug. Otherwise it is `InMemory` (which
     /// holds the shard's peer senders, its own inbox's included).
