@@ -637,43 +637,6 @@ mod tests {
         futures::executor::block_on(engine.audit()).expect("invariants hold");
     }
 
-    /// A log that holds the first reserve it is given until told, as a
-    /// shard behind a very deep queue would; otherwise `InMemory`.
-    struct StallsFirstReserve {
-        entered: std::sync::mpsc::Sender<()>,
-        release: Option<std::sync::mpsc::Receiver<()>>,
-        in_memory: InMemory,
-    }
-
-    impl Durability for StallsFirstReserve {
-        fn append(&mut self, command: &Command, _now_ms: u64) {
-            if let (Command::Reserve(_), Some(release)) = (command, &self.release) {
-                self.entered.send(()).unwrap();
-                let _ = release.recv();
-                self.release = None;
-            }
-        }
-        fn end_batch(&mut self, completion: shard::Completion) -> shard::Completion {
-            self.in_memory.end_batch(completion)
-        }
-        fn failure(&self) -> Option<Rejection> {
-            None
-        }
-        fn wants_snapshot(&self) -> bool {
-            false
-        }
-        fn snapshot_image(
-            &mut self,
-            _room: &dyn Fn() -> crate::snapshot::ImageRoom,
-        ) -> Option<crate::snapshot::StateImage> {
-            None
-        }
-        fn last_lsn(&self) -> Option<u64> {
-            None
-        }
-        fn close(self: Box<Self>) {}
-    }
-
     /// A cart whose part answers only after the cart's deadline (its shard
     /// stalled past the TTL) is refused `busy` with every part let go,
     /// never answered "held" with a deadline already past; a retry holds
@@ -698,7 +661,13 @@ mod tests {
         let engine = Arc::new(Engine::launch(config, clock.clone(), states, 0, |shard, target, _| {
             let in_memory = InMemory { target };
             match shard {
-                1 => Box::new(StallsFirstReserve { entered: entered.clone(), release: released.take(), in_memory }),
+                1 => Box::new(HoldsAppend {
+                    holds: |command| matches!(command, Command::Reserve(_)),
+                    panics: false,
+                    entered: entered.clone(),
+                    release: released.take(),
+                    in_memory,
+                }),
                 _ => Box::new(in_memory),
             }
         }));
@@ -728,20 +697,28 @@ mod tests {
         futures::executor::block_on(engine.audit()).expect("invariants hold");
     }
 
-    /// A log that holds the first command it is given until told, then
-    /// panics, as a shard would on a bug. Otherwise it is `InMemory` (which
-    /// holds the shard's peer senders, its own inbox's included).
-    struct PanicsOnAppend {
+    /// A log that holds the first command `holds` picks until told (as a
+    /// shard behind a very deep queue would), then panics if `panics` (as
+    /// a shard would on a bug). Otherwise it is `InMemory` (which holds the
+    /// shard's peer senders, its own inbox's included).
+    struct HoldsAppend {
+        holds: fn(&Command) -> bool,
+        panics: bool,
         entered: std::sync::mpsc::Sender<()>,
-        release: std::sync::mpsc::Receiver<()>,
+        release: Option<std::sync::mpsc::Receiver<()>>,
         in_memory: InMemory,
     }
 
-    impl Durability for PanicsOnAppend {
-        fn append(&mut self, _command: &Command, _now_ms: u64) {
-            self.entered.send(()).unwrap();
-            let _ = self.release.recv();
-            panic!("injected: a shard panics mid-batch");
+    impl Durability for HoldsAppend {
+        fn append(&mut self, command: &Command, _now_ms: u64) {
+            if !(self.holds)(command) {
+                return;
+            }
+            if let Some(release) = self.release.take() {
+                self.entered.send(()).unwrap();
+                let _ = release.recv();
+                assert!(!self.panics, "injected: a shard panics mid-batch");
+            }
         }
         fn end_batch(&mut self, completion: shard::Completion) -> shard::Completion {
             self.in_memory.end_batch(completion)
@@ -786,7 +763,13 @@ mod tests {
         let states = vec![ShardState::new(ShardConfig { shard: 0 })];
         let engine = Arc::new(Engine::launch(config, Arc::new(SystemClock), states, 0, |_, target, _| {
             let in_memory = InMemory { target };
-            Box::new(PanicsOnAppend { entered: entered.clone(), release: released.take().unwrap(), in_memory })
+            Box::new(HoldsAppend {
+                holds: |_| true,
+                panics: true,
+                entered: entered.clone(),
+                release: released.take(),
+                in_memory,
+            })
         }));
         let set_stock = |on_hand| Request::SetStock { sku: Sku::new("tee").unwrap(), on_hand, expected_version: None };
         let submit = |on_hand| {

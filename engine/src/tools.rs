@@ -102,24 +102,12 @@ fn check_fallbacks(
     let dir = shard_dir(data_dir, usize::from(shard));
     let mut damage = Vec::new();
     for older in list_snapshots(storage, &dir)?.into_iter().filter(|file| file.lsn < used_lsn) {
-        let mut state = match restore_snapshot(storage, &older, shard) {
-            Ok((state, _)) => state,
-            Err(error) => {
-                damage.push(error);
-                continue;
-            }
-        };
-        let mut batch = state.batch();
-        let replayed = scan(storage, &dir, shard, older.lsn, |lsn, payload| {
-            if lsn > used_lsn {
-                return Ok(ControlFlow::Break(()));
-            }
-            let (at_ms, command) = codec::decode(payload)?;
-            apply_logged(&mut batch, &command, at_ms)?;
-            Ok(ControlFlow::Continue(()))
+        let replayed = restore_snapshot(storage, &older, shard).and_then(|(state, now_ms)| {
+            let loaded = LoadedSnapshot { state, file: Some(older), now_ms, passed_over: Vec::new() };
+            replay_from(storage, &dir, shard, loaded, ReplayBound::Lsn(used_lsn))
         });
         if let Err(error) = replayed {
-            damage.push(error.into());
+            damage.push(error);
         }
     }
     Ok(damage)
@@ -289,12 +277,24 @@ fn replay_bounded(
         ReplayBound::TimeMs(limit) => snapshot_ms <= limit,
     };
     let loaded = load_snapshot(storage, &dir, shard, within_bound)?;
+    replay_from(storage, &dir, shard, loaded, bound)
+}
+
+/// `loaded` (a snapshot, with the newer ones passed over) and the records
+/// of `dir`'s log after it within `bound`: (state, last LSN applied, its time).
+fn replay_from(
+    storage: &dyn Storage,
+    dir: &Path,
+    shard: u16,
+    loaded: LoadedSnapshot,
+    bound: ReplayBound,
+) -> Result<(ShardState, u64, u64), StoreError> {
     let LoadedSnapshot { mut state, file, mut now_ms, passed_over } = loaded;
     let mut lsn = file.as_ref().map_or(0, |file| file.lsn);
     let mut diverged = None;
     let scanned = {
         let mut batch = state.batch();
-        scan(storage, &dir, shard, lsn, |record_lsn, payload| {
+        scan(storage, dir, shard, lsn, |record_lsn, payload| {
             let (at_ms, command) = codec::decode(payload)?;
             let within = match bound {
                 ReplayBound::End => true,
