@@ -3,12 +3,14 @@
 //! carts, commits, releases, stock adjustments, segment rotation and
 //! snapshots), and reports on stdout what it is about to try and every
 //! outcome it was acknowledged, as it receives it. The parent SIGKILLs it at
-//! a random moment (sometimes during its recovery), reopens the directory
+//! a random moment (sometimes during its recovery: within 2 ms of the
+//! child saying it is about to open the directory), reopens the directory
 //! itself, and checks the recovered state against what was acknowledged
 //! (see `common::verify`): every acknowledged hold, commit, release and
 //! stock change is present, unacknowledged tries happened whole or not at
 //! all, refused carts left nothing, invariants hold, units are conserved and
-//! nothing is oversold.
+//! nothing is oversold. A panic in the child (a worker given an answer it
+//! did not expect) is reported on stdout and fails the test.
 //!
 //! `STOCKD_CRASH_KILLS` sets the number of kills (default 50);
 //! `STOCKD_CRASH_SEED` replays a run.
@@ -17,6 +19,7 @@ mod common;
 
 use common::{adjust, shop, stock_up, verify, Knowledge, Rng};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -31,6 +34,8 @@ const TEST_NAME: &str = "crash_loop_keeps_every_acknowledged_answer";
 const WORKERS: u64 = 3;
 const CHILD_OPS_MAX: usize = 200_000;
 const LINE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The signal `Child::kill` sends on Linux.
+const SIGKILL: i32 = 9;
 
 fn config() -> EngineConfig {
     // Tiny capture slices: every snapshot is copied over many loop turns
@@ -57,7 +62,14 @@ fn open(dir: &Path) -> Engine {
 /// The child: the test binary run again by the parent with `CHILD_ENV`
 /// set (see `spawn_child`).
 fn crash_child(dir: PathBuf) {
+    // A worker's panic must reach the parent, which reads only stdout and
+    // would otherwise kill the process as planned and pass.
+    std::panic::set_hook(Box::new(|info| {
+        report(format!("PANIC {}", info.to_string().replace('\n', " ")));
+        std::process::abort();
+    }));
     let round: u64 = std::env::var(ROUND_ENV).expect("run by the crash loop").parse().unwrap();
+    report("RECOVERING".into());
     let engine = Arc::new(open(&dir));
     report("READY".into());
     // The load runs until the parent kills the process (bounded all the same).
@@ -100,9 +112,17 @@ fn spawn_child(dir: &Path, round: u64) -> Child {
         .expect("the test binary can run itself")
 }
 
-/// Runs one child, kills it after `kill_after` acknowledgements (or at once,
-/// during its recovery, when `None`), and learns everything it reported.
-fn run_round(dir: &Path, round: u64, kill_after: Option<u64>, knowledge: &mut Knowledge) {
+/// When the parent kills a child.
+enum KillAt {
+    /// This many microseconds after the child says it is recovering.
+    Recovery(u64),
+    /// After this many acknowledgements.
+    Acks(u64),
+}
+
+/// Runs one child, kills it at `kill_at`, and learns everything it reported.
+/// Returns whether the kill came before the child had recovered.
+fn run_round(dir: &Path, round: u64, kill_at: KillAt, knowledge: &mut Knowledge) -> bool {
     let mut child = spawn_child(dir, round);
     let stdout = child.stdout.take().unwrap();
     let (lines_tx, lines) = mpsc::channel();
@@ -115,17 +135,29 @@ fn run_round(dir: &Path, round: u64, kill_after: Option<u64>, knowledge: &mut Kn
         }
     });
     let mut acks = 0;
-    let mut killed = false;
-    if kill_after.is_none() {
-        child.kill().unwrap();
-        killed = true;
-    }
+    let (mut killed, mut ready) = (false, false);
     loop {
         match lines.recv_timeout(LINE_TIMEOUT) {
             Ok(line) => {
+                if line.starts_with("PANIC ") {
+                    let _ = child.kill();
+                    panic!("round {round}: the child panicked: {line}");
+                }
                 acks += u64::from(line.starts_with("ACK "));
+                ready |= line.ends_with("READY");
                 knowledge.learn(&line);
-                if !killed && kill_after.is_some_and(|kill_after| acks >= kill_after) {
+                let due = match kill_at {
+                    // Not synchronisation: a random kill moment inside
+                    // recovery (opening a small directory takes a few ms).
+                    // (libtest may print the test's name on the same line)
+                    KillAt::Recovery(micros) if line.ends_with("RECOVERING") => {
+                        std::thread::sleep(Duration::from_micros(micros));
+                        true
+                    }
+                    KillAt::Recovery(_) => false,
+                    KillAt::Acks(kill_after) => acks >= kill_after,
+                };
+                if !killed && due {
                     child.kill().unwrap();
                     killed = true;
                 }
@@ -140,6 +172,9 @@ fn run_round(dir: &Path, round: u64, kill_after: Option<u64>, knowledge: &mut Kn
     reader.join().unwrap();
     let status = child.wait().unwrap();
     assert!(killed, "round {round}: the child exited by itself ({status}) after {acks} acknowledgements");
+    assert_eq!(status.signal(), Some(SIGKILL), "round {round}: the child died otherwise: {status}");
+    // Everything printed before the kill has been read by now.
+    !ready
 }
 
 #[test]
@@ -156,18 +191,23 @@ fn crash_loop_keeps_every_acknowledged_answer() {
     let dir = tempfile::tempdir().unwrap();
     stock_up(&open(dir.path()));
     let mut knowledge = Knowledge::default();
+    let mut recovery_kills = 0;
     for round in 0..kills {
         // Some rounds run long enough to rotate segments and recycle covered
         // ones into spares (1 MiB segments take thousands of records).
-        let kill_after = match rng.below(10) {
-            0 => None,
-            1 => Some(10_000 + rng.below(10_000)),
-            _ => Some(rng.below(1_500)),
+        let kill_at = match rng.below(10) {
+            // Opening the small directory takes a few ms after it says so.
+            0 | 1 => KillAt::Recovery(rng.below(2_000)),
+            2 => KillAt::Acks(10_000 + rng.below(10_000)),
+            _ => KillAt::Acks(rng.below(1_500)),
         };
-        run_round(dir.path(), round, kill_after, &mut knowledge);
+        recovery_kills += u32::from(run_round(dir.path(), round, kill_at, &mut knowledge));
         let engine = open(dir.path());
         verify(&engine, &knowledge, &format!("round {round} (seed {seed})"));
     }
-    println!("crash loop: {kills} kills, {} acknowledged holds, all recovered", knowledge.acknowledged_holds());
+    println!(
+        "crash loop: {kills} kills ({recovery_kills} before the child was ready), {} acknowledged holds, all recovered",
+        knowledge.acknowledged_holds()
+    );
     assert!(knowledge.acknowledged_holds() > 0, "the load acknowledged holds");
 }

@@ -176,6 +176,7 @@ impl Model {
                             let counts = self.skus.get_mut(&line.sku).unwrap();
                             counts.on_hand -= u64::from(line.qty);
                             counts.reserved -= u64::from(line.qty);
+                            counts.version += 1;
                         }
                         reservation.state = ReservationState::Committed;
                         Ok(Reply::Committed)

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 use stockd_engine::{
-    CartLine, Engine, EngineConfig, Hold, ManualClock, Rejection, Reply, Request, ReservationId, ReserveRequest, Sku,
-    StoreConfig,
+    CartLine, Engine, EngineConfig, Hold, ManualClock, Rejection, Reply, Request, ReservationId, ReservationState,
+    ReserveRequest, Sku, StoreConfig,
 };
 use stockd_wal::MemStorage;
 
@@ -69,6 +69,14 @@ fn a_retry_after_restart_replays_the_original_answer() {
     // Crash (only durable bytes survive) after a snapshot: snapshot + log.
     storage.crash();
     let engine = open(&storage, &clock);
+    // The acknowledged commit survived the crash (before any retry could
+    // apply it again).
+    let wide_id = ReservationId::new("wide").unwrap();
+    let Ok(Reply::Reservation(view)) = engine.submit_blocking(Request::GetReservation { id: wide_id }) else {
+        panic!("the wide cart is remembered")
+    };
+    assert_eq!(view.state, ReservationState::Committed);
+    assert_eq!(engine.read_view().get("sku-8").unwrap().on_hand, 8, "sold before the crash");
     assert!(matches!(engine.submit_blocking(wide), Ok(Reply::Held(Hold { replayed: true, .. }))));
     assert_eq!(
         engine.submit_blocking(Request::Commit { id: ReservationId::new("wide").unwrap() }),

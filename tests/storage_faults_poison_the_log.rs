@@ -6,11 +6,13 @@
 
 mod common;
 
-use common::{adjust, shop, shop_batched, stock_up, verify, Knowledge, Rng, Stopped};
+use common::{adjust, shop, shop_batched, stock_up, verify, Knowledge, Rng, Stopped, SKUS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use stockd_engine::{Engine, EngineConfig, Rejection, Request, Sku, StoreConfig, StoreError, SystemClock};
 use stockd_wal::{MemStorage, Storage};
+
+const SHARDS: usize = 3;
 
 const WORKERS: u64 = 4;
 /// Acknowledgements before the fault is injected.
@@ -31,7 +33,7 @@ fn store_booted(storage: &Arc<MemStorage>, boot: &str) -> StoreConfig {
 }
 
 fn open_booted(storage: &Arc<MemStorage>, boot: &str) -> Result<Engine, StoreError> {
-    let config = EngineConfig { shards: 3, ..EngineConfig::default() };
+    let config = EngineConfig { shards: SHARDS, ..EngineConfig::default() };
     Engine::open(config, store_booted(storage, boot), Arc::new(SystemClock), &Default::default())
         .map(|(engine, _)| engine)
 }
@@ -87,8 +89,14 @@ fn fault_then_crash(inject: impl FnOnce(&MemStorage)) {
     }
     let failure = engine.failure().expect("the failure is reported");
     assert!(failure.contains("injected"), "{failure}");
-    let after = engine.submit_blocking(Request::GetSku { sku: Sku::new("sku-1").unwrap() });
-    assert!(matches!(after, Err(Rejection::StorageFailed { .. })), "still refusing: {after:?}");
+    // Every shard refuses, not only the one whose storage failed.
+    let skus: Vec<String> = (0..SKUS).map(|i| format!("sku-{i}")).collect();
+    let shards: std::collections::BTreeSet<usize> = skus.iter().map(|sku| engine.shard_of_sku(sku)).collect();
+    assert_eq!(shards.len(), SHARDS, "the SKUs cover every shard");
+    for sku in &skus {
+        let after = engine.submit_blocking(Request::GetSku { sku: Sku::new(sku).unwrap() });
+        assert!(matches!(after, Err(Rejection::StorageFailed { .. })), "{sku} still refusing: {after:?}");
+    }
     drop(engine);
 
     storage.crash();

@@ -606,6 +606,32 @@ mod tests {
         Request::Reserve(ReserveRequest { id: ReservationId::new(id).unwrap(), lines, ttl_ms: None })
     }
 
+    /// A SKU's version moves with its on_hand: a compare-and-set of stock
+    /// read before a sale (on the cart's home shard or on another) is
+    /// refused; holds and releases, which leave on_hand alone, keep it.
+    #[test]
+    fn a_compare_and_set_of_stock_read_before_a_sale_is_refused() {
+        let engine = Engine::start(EngineConfig { shards: 4, ..EngineConfig::default() }, Arc::new(SystemClock));
+        let skus: Vec<Sku> = (0..8).map(|s| Sku::new(&format!("sku-{s}")).unwrap()).collect();
+        let version = |sku: &Sku| engine.read_view().get(sku.as_str()).unwrap().version;
+        for sku in &skus {
+            let set = Request::SetStock { sku: sku.clone(), on_hand: 10, expected_version: None };
+            engine.submit_blocking(set).unwrap();
+        }
+        let all: Vec<&Sku> = skus.iter().collect();
+        engine.submit_blocking(cart("kept", &all)).unwrap();
+        engine.submit_blocking(Request::Release { id: ReservationId::new("kept").unwrap() }).unwrap();
+        assert!(skus.iter().all(|sku| version(sku) == 1), "a hold and its release change no version");
+        engine.submit_blocking(cart("sold", &all)).unwrap();
+        engine.submit_blocking(Request::Commit { id: ReservationId::new("sold").unwrap() }).unwrap();
+        for sku in &skus {
+            let stale = Request::SetStock { sku: sku.clone(), on_hand: 15, expected_version: Some(1) };
+            assert_eq!(engine.submit_blocking(stale), Err(Rejection::VersionMismatch { expected: 1, current: 2 }));
+            let fresh = Request::SetStock { sku: sku.clone(), on_hand: 14, expected_version: Some(2) };
+            assert!(engine.submit_blocking(fresh).is_ok());
+        }
+    }
+
     /// A reserve of an id with every line on home, reaching home in the
     /// same message right behind a cart of that id still waiting for its
     /// other part, is `busy`: the cart is the first attempt. (A batch never

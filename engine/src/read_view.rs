@@ -250,22 +250,34 @@ mod tests {
 
     #[test]
     fn seqlock_readers_never_see_a_torn_write() {
+        use std::sync::atomic::AtomicBool;
         let slot = Arc::new(PublishedSlot::default());
         slot.store(SkuCounts { on_hand: 1, reserved: 1, version: 1 });
+        let stop = Arc::new(AtomicBool::new(false));
         let writer = {
-            let slot = Arc::clone(&slot);
+            let (slot, stop) = (Arc::clone(&slot), Arc::clone(&stop));
             std::thread::spawn(move || {
-                for i in 1..200_000u64 {
+                let mut i = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
                     slot.store(SkuCounts { on_hand: i, reserved: i, version: i });
                 }
             })
         };
-        let mut reads = 0u64;
-        while !writer.is_finished() || reads == 0 {
+        // The writer runs until the reader has seen it change the slot
+        // between reads many times: the reads overlapped the writes.
+        let (mut changes, mut last) = (0u32, 1u64);
+        for _ in 0..200_000_000u64 {
             let counts = slot.load().expect("published");
             assert!(counts.on_hand == counts.reserved && counts.reserved == counts.version, "{counts:?}");
-            reads += 1;
+            changes += u32::from(counts.version != last);
+            last = counts.version;
+            if changes >= 1_000 {
+                break;
+            }
         }
+        stop.store(true, Ordering::Relaxed);
         writer.join().expect("writer thread panicked");
+        assert!(changes >= 1_000, "reads overlapped writes only {changes} times");
     }
 }

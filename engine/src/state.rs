@@ -544,6 +544,9 @@ impl Batch<'_> {
                     let mut counts = self.state.counts[line.slot as usize];
                     counts.on_hand -= u64::from(line.qty);
                     counts.reserved -= u64::from(line.qty);
+                    // on_hand changed: a compare-and-set of stock read
+                    // before this sale must fail.
+                    counts.version += 1;
                     self.store_counts(line.slot, counts);
                 }
             }

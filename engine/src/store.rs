@@ -214,14 +214,21 @@ const MANIFEST: &str = "stockd.manifest";
 /// shard count a directory can have).
 const MANIFESTLESS_SHARDS_CHECKED: usize = crate::limits::SHARDS_MAX;
 
-/// Format 1 logged every command at the size of the largest (a commit took
-/// 160 bytes, now 80). It was only ever written by development builds, so
-/// this build refuses it rather than keep its decoder (docs/wal-format.md).
-fn format_1_refused() -> String {
-    format!(
-        "a data directory of format 1, written by a development build before 2026-11-24; this build reads \
+/// The formats only development builds wrote, which this build refuses
+/// rather than keep their decoders (docs/wal-format.md, Versions): format 1
+/// logged every command at the size of the largest; format 2's SKU versions
+/// did not count commits, so its compare-and-set stock changes would replay
+/// against other versions.
+fn development_format_refused(format: u32) -> Option<String> {
+    let written = match format {
+        1 => "before 2026-11-24",
+        2 => "before 2026-11-25",
+        _ => return None,
+    };
+    Some(format!(
+        "a data directory of format {format}, written by a development build {written}; this build reads \
          format {FORMAT_VERSION}. Replay it with the build that wrote it, or start a new directory"
-    )
+    ))
 }
 
 /// The shard count recorded in `data_dir`, if it has a manifest.
@@ -237,10 +244,12 @@ pub fn recorded_shards(storage: &dyn Storage, data_dir: &Path) -> Result<Option<
     if lines.next() != Some("stockd data directory") {
         return Err(bad("not a stockd manifest"));
     }
-    match lines.next().and_then(|line| line.strip_prefix("format ")).and_then(|n| n.parse::<u32>().ok()) {
-        Some(FORMAT_VERSION) => {}
-        Some(1) => return Err(bad(&format_1_refused())),
-        _ => return Err(bad(&format!("not a data directory of format {FORMAT_VERSION}, the one this build reads"))),
+    let format = lines.next().and_then(|line| line.strip_prefix("format ")).and_then(|n| n.parse::<u32>().ok());
+    if format != Some(FORMAT_VERSION) {
+        let reason = format
+            .and_then(development_format_refused)
+            .unwrap_or_else(|| format!("not a data directory of format {FORMAT_VERSION}, the one this build reads"));
+        return Err(bad(&reason));
     }
     let shards = lines.next().and_then(|line| line.strip_prefix("shards ")).and_then(|n| n.parse().ok());
     match shards {
@@ -428,9 +437,14 @@ mod tests {
             let file = storage.create(&manifest).unwrap();
             file.write_at(0, text.as_bytes()).unwrap();
         };
-        overwrite("stockd data directory\nformat 1\nshards 3\n");
-        let reason = manifest_error(&storage, data_dir);
-        assert!(reason.contains("format 1") && reason.contains(&format!("reads format {FORMAT_VERSION}")), "{reason}");
+        for old in [1, 2] {
+            overwrite(&format!("stockd data directory\nformat {old}\nshards 3\n"));
+            let reason = manifest_error(&storage, data_dir);
+            assert!(
+                reason.contains(&format!("format {old}")) && reason.contains(&format!("reads format {FORMAT_VERSION}")),
+                "{reason}"
+            );
+        }
         overwrite("stockd data directory\nformat 9\nshards 3\n");
         let reason = manifest_error(&storage, data_dir);
         assert!(reason.contains(&format!("not a data directory of format {FORMAT_VERSION}")), "{reason}");

@@ -276,13 +276,14 @@ mod tests {
     async fn a_silent_connection_is_closed_and_gives_its_slot_back() {
         let mut listener = listener(1).await;
         let address = listener.local_addr();
+        // Before the connection exists, so before its idle clock starts.
+        let began = Instant::now();
         let _silent = TcpStream::connect(address).await.unwrap();
         let (mut first, _) = listener.accept().await.unwrap();
         // The only slot is taken: a second client is not accepted until the
         // first one's connection is closed for idling.
         let mut second_client = TcpStream::connect(address).await.unwrap();
         let idled = tokio::spawn(async move {
-            let began = Instant::now();
             let error = first.read(&mut [0; 16]).await.expect_err("a silent connection times out");
             (error.kind(), began.elapsed())
         });
@@ -298,23 +299,26 @@ mod tests {
 
     #[tokio::test]
     async fn progress_keeps_a_connection_open_past_the_idle_timeout() {
-        let mut listener = listener(1).await;
+        // Longer than SHORT: a writer stalled most of a timeout on a busy
+        // machine must not close the connection.
+        let idle = Duration::from_secs(1);
+        let mut listener = Listener::new(TcpListener::bind("127.0.0.1:0").await.unwrap(), 1, None, idle).unwrap();
         let mut client = TcpStream::connect(listener.local_addr()).await.unwrap();
         let (mut connection, _) = listener.accept().await.unwrap();
         let began = Instant::now();
         let mut received = 0;
-        // Bytes every SHORT/4 for three idle timeouts: never idle that long.
+        // Bytes every idle/10 for two and a half idle timeouts.
         let writer = tokio::spawn(async move {
-            for _ in 0..12 {
-                tokio::time::sleep(SHORT / 4).await;
+            for _ in 0..25 {
+                tokio::time::sleep(idle / 10).await;
                 client.write_all(b"x").await.unwrap();
             }
             client
         });
-        while received < 12 {
+        while received < 25 {
             received += connection.read(&mut [0; 16]).await.expect("progress keeps the connection");
         }
-        assert!(began.elapsed() > SHORT * 2, "the test outlived two idle timeouts");
+        assert!(began.elapsed() > idle * 2, "the test outlived two idle timeouts");
         drop(writer.await.unwrap());
     }
 
@@ -328,8 +332,9 @@ mod tests {
         let router = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
         tokio::spawn(listener.serve(router, SHORT, std::future::pending()));
 
-        let mut trickler = TcpStream::connect(address).await.unwrap();
+        // Before the connection exists, so before its head timer starts.
         let began = Instant::now();
+        let mut trickler = TcpStream::connect(address).await.unwrap();
         let head = b"GET / HTTP/1.1\r\nhost: stockd\r\nx-slow: ";
         // A byte every SHORT/4, for up to 400 bytes (100 head timeouts).
         let mut closed_after = None;

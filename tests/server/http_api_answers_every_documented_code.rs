@@ -167,6 +167,22 @@ async fn every_endpoint_answers_its_documented_codes() {
     ] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
+    // And they count: the expired hold, the holds made, the log written.
+    assert!(metric_sum(&metrics, "stockd_holds_expired_total") >= 1.0, "{metrics}");
+    let created = "stockd_http_requests_total{route=\"/v1/reservations\",method=\"POST\",status=\"201\"}";
+    assert!(metric_sum(&metrics, created) >= 2.0, "{metrics}");
+    assert!(metric_sum(&metrics, "stockd_wal_bytes_total") > 0.0, "{metrics}");
+}
+
+/// The sum of the samples of `series` (a metric name, or a name with its
+/// labels) over every label set.
+fn metric_sum(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        .map(|rest| rest.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,11 @@ use serde_json::Value;
 use support::{stockd, Server};
 
 fn loadgen(server: &Server, args: &[&str]) -> Value {
-    let output = stockd()
-        .args(["loadgen", "--url", &server.url(), "--duration", "1", "--connections", "4", "--json"])
-        .args(args)
-        .output()
-        .expect("stockd loadgen runs");
+    let output = support::output(
+        stockd()
+            .args(["loadgen", "--url", &server.url(), "--duration", "1", "--connections", "4", "--json"])
+            .args(args),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "loadgen {args:?}: {stdout} {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("one JSON object: {stdout}"))
@@ -45,10 +45,17 @@ fn loadgen_drives_the_server_and_its_oversell_check_passes() {
 
 #[test]
 fn demo_sells_exactly_the_stock() {
-    let output = stockd()
-        .args(["demo", "--stock", "100", "--buyers", "2000", "--threads", "2", "--shards", "2"])
-        .output()
-        .expect("stockd demo runs");
+    let output = support::output(stockd().args([
+        "demo",
+        "--stock",
+        "100",
+        "--buyers",
+        "2000",
+        "--threads",
+        "2",
+        "--shards",
+        "2",
+    ]));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("sold 100 (expected min(stock, buyers) = 100)"), "{stdout}");

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use stockd_engine::{Engine, EngineConfig, StoreConfig, SystemClock};
-use stockd_server::client::Connection;
+use stockd_server::client::{Answer, Connection};
 use support::Server;
 use tokio::sync::Notify;
 
@@ -59,8 +59,7 @@ async fn shop(server_address: std::net::SocketAddr, prefix: String, seed: u64, k
                 report(format!("ACK REFUSED {id}"));
                 continue;
             }
-            // Stopping (503), or the connection is gone: the outcome is unknown.
-            _ => return,
+            other => return stopped_or_panic(other, &id),
         }
         let decision = match rng.below(4) {
             0 | 1 => "committed",
@@ -71,8 +70,22 @@ async fn shop(server_address: std::net::SocketAddr, prefix: String, seed: u64, k
         let path = format!("/v1/reservations/{id}/{}", if decision == "committed" { "commit" } else { "release" });
         match connection.send(Method::POST, &path, None).await {
             Ok(answer) if answer.status == StatusCode::OK => report(format!("ACK {decision} {id}")),
-            _ => return,
+            other => return stopped_or_panic(other, &id),
         }
+    }
+}
+
+/// The end of a load task: the server is stopping (503) or gone (the
+/// connection failed), so the outcome of `what` is unknown. Any other
+/// answer is a wrong one.
+fn stopped_or_panic(answer: anyhow::Result<Answer>, what: &str) {
+    if let Ok(answer) = answer {
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what}: unexpected answer {}",
+            String::from_utf8_lossy(&answer.body)
+        );
     }
 }
 
@@ -85,7 +98,7 @@ async fn adjust(server_address: std::net::SocketAddr, knowledge: Arc<Learned>) {
                 let on_hand = answer.json().unwrap()["on_hand"].as_u64().unwrap();
                 knowledge.learn(&format!("ACK ADJUSTED {on_hand}"));
             }
-            _ => return,
+            other => return stopped_or_panic(other, "adjust"),
         }
     }
 }
@@ -185,7 +198,9 @@ async fn kill_9_during_load_keeps_every_acknowledged_request() {
 async fn a_second_signal_stops_waiting_for_a_stalled_request() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--shards", "1"]);
+    // A request timeout far past the bound below, so that only the second
+    // signal (not the stalled request's 503) can end the wait.
+    let mut server = Server::start(dir.path(), &["--shards", "1", "--request-timeout-ms", "600000"]);
     // A request whose body never finishes keeps a graceful stop waiting.
     let mut stalled = tokio::net::TcpStream::connect(server.address).await.unwrap();
     let head = "POST /v1/reservations HTTP/1.1\r\nhost: stockd\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{";
@@ -200,7 +215,7 @@ async fn a_second_signal_stops_waiting_for_a_stalled_request() {
     // Well within the 30 s grace period: the second signal cut it short.
     let pid = server.pid();
     let exited = tokio::task::spawn_blocking(move || server.wait());
-    let Ok(status) = tokio::time::timeout(std::time::Duration::from_secs(20), exited).await else {
+    let Ok(status) = tokio::time::timeout(std::time::Duration::from_secs(10), exited).await else {
         support::signal(pid, "-KILL");
         panic!("the server still waits after a second signal");
     };
@@ -228,7 +243,7 @@ fn a_start_in_the_boot_of_a_storage_failure_exits_3_until_a_reboot() {
     assert_eq!(refused.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("disk on fire") && stderr.contains("reboot"), "{stderr}");
     // The tools would read the same cached pages: they refuse as well.
-    let verify = support::stockd().args(["wal", "verify"]).arg(dir.path()).output().unwrap();
+    let verify = support::output(support::stockd().args(["wal", "verify"]).arg(dir.path()));
     assert_eq!(verify.status.code(), Some(3), "{}", String::from_utf8_lossy(&verify.stderr));
 
     std::fs::write(&marker, record("an-earlier-boot")).unwrap();

@@ -10,10 +10,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stockd_server::client::Connection;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a command, or a server told to stop, may run before a test
+/// kills it and fails.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn stockd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stockd"))
@@ -70,8 +73,9 @@ impl Server {
 
     /// Waits (bounded) for a log line containing `needle` and returns it.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            match self.log.recv_timeout(STARTUP_TIMEOUT) {
+            match self.log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(error) => {
@@ -94,10 +98,10 @@ impl Server {
         self.child.id()
     }
 
-    /// SIGTERM, then waits for the process to exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    /// SIGTERM, then waits (bounded) for the process to exit.
+    pub fn terminate(self) -> ExitStatus {
         signal(self.child.id(), "-TERM");
-        self.child.wait().expect("the server exits")
+        self.wait()
     }
 
     /// SIGKILL, then waits.
@@ -106,8 +110,12 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Waits for the process to exit; kills it and fails after `EXIT_TIMEOUT`.
     pub fn wait(mut self) -> ExitStatus {
-        self.child.wait().expect("the server exits")
+        let watchdog = Watchdog::start(self.child.id(), EXIT_TIMEOUT);
+        let status = self.child.wait().expect("the server exits");
+        assert!(!watchdog.finish(), "the server still ran after {EXIT_TIMEOUT:?}");
+        status
     }
 }
 
@@ -118,24 +126,47 @@ impl Drop for Server {
     }
 }
 
+/// `Command::output`, bounded: the command is killed and the test fails
+/// after `EXIT_TIMEOUT`.
+pub fn output(command: &mut Command) -> Output {
+    output_within(command, EXIT_TIMEOUT)
+}
+
 /// Runs `command` to its end, or kills it after `limit` and fails: a test
 /// of a start that must be refused fails instead of hanging when the
 /// server serves after all.
 pub fn output_within(command: &mut Command, limit: Duration) -> Output {
     let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the command starts");
-    let pid = child.id();
-    let (finished, done) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let timed_out = matches!(done.recv_timeout(limit), Err(mpsc::RecvTimeoutError::Timeout));
-        if timed_out {
-            signal(pid, "-KILL");
-        }
-        timed_out
-    });
+    let watchdog = Watchdog::start(child.id(), limit);
     let output = child.wait_with_output().expect("the command ends");
-    let _ = finished.send(());
-    assert!(!watchdog.join().unwrap(), "{command:?} still ran after {limit:?}");
+    assert!(!watchdog.finish(), "{command:?} still ran after {limit:?}");
     output
+}
+
+/// SIGKILLs a process unless told, within a limit, that it has ended.
+struct Watchdog {
+    finished: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(pid: u32, limit: Duration) -> Watchdog {
+        let (finished, done) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let timed_out = matches!(done.recv_timeout(limit), Err(mpsc::RecvTimeoutError::Timeout));
+            if timed_out {
+                signal(pid, "-KILL");
+            }
+            timed_out
+        });
+        Watchdog { finished, thread }
+    }
+
+    /// Whether it had to kill the process.
+    fn finish(self) -> bool {
+        let _ = self.finished.send(());
+        self.thread.join().unwrap()
+    }
 }
 
 pub fn signal(pid: u32, signal: &str) {

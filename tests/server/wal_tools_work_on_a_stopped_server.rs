@@ -17,7 +17,7 @@ use support::{stockd, Server};
 fn run(args: &[&str], dir: &Path) -> Output {
     let mut command = stockd();
     command.args(args).arg(dir);
-    command.output().expect("stockd runs")
+    support::output(&mut command)
 }
 
 fn stdout(output: &Output) -> String {
@@ -53,6 +53,20 @@ fn copy_read_only(from: &Path, to: &Path) {
         }
     }
     set_read_only(to, true);
+}
+
+/// Every file under `dir` with its bytes, and every directory (as `None`).
+fn tree(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Option<Vec<u8>>> {
+    let mut found = std::collections::BTreeMap::from([(dir.to_path_buf(), None)]);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(tree(&path));
+        } else {
+            found.insert(path.clone(), Some(std::fs::read(&path).unwrap()));
+        }
+    }
+    found
 }
 
 fn make_writable(dir: &Path) {
@@ -132,12 +146,15 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
     assert!(stdout(&verify).contains("healthy"));
 
     // The read-only tools work on a read-only copy (a backup, a mounted
-    // image). Run as root, permissions do not bind and this checks less.
+    // image), and change nothing in it (compared byte for byte, since run
+    // as root the permissions do not bind).
     let copy = dir.path().join("read-only-copy");
     copy_read_only(&data, &copy);
+    let before = tree(&copy);
     for tool in [&["wal", "verify"][..], &["wal", "inspect"], &["wal", "stats"]] {
         let output = run(tool, &copy);
         assert!(output.status.success(), "{tool:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(tree(&copy) == before, "{tool:?} changed the directory it read");
     }
     make_writable(&copy);
 
@@ -165,14 +182,14 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
     // Point-in-time recovery, by LSN: after the commit, before "second".
     let commit_lsn = first[1]["lsn"].as_u64().unwrap();
     let by_lsn = dir.path().join("by-lsn");
-    let output = stockd()
-        .args(["wal", "replay"])
-        .arg(&data)
-        .arg("--into")
-        .arg(&by_lsn)
-        .args(["--until-lsn", &commit_lsn.to_string()])
-        .output()
-        .unwrap();
+    let output = support::output(
+        stockd()
+            .args(["wal", "replay"])
+            .arg(&data)
+            .arg("--into")
+            .arg(&by_lsn)
+            .args(["--until-lsn", &commit_lsn.to_string()]),
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let (second, sku) = state_of(&by_lsn, "second").await;
     assert_eq!(second, StatusCode::NOT_FOUND, "\"second\" came after the point");
@@ -182,14 +199,9 @@ async fn sre_commands_verify_inspect_replay_and_snapshot() {
     let cut = all[1]["time"].as_str().unwrap().to_owned();
     assert!(all[2]["now_ms"].as_u64() > all[1]["now_ms"].as_u64(), "the commit is stamped later");
     let by_time = dir.path().join("by-time");
-    let output = stockd()
-        .args(["wal", "replay"])
-        .arg(&data)
-        .arg("--into")
-        .arg(&by_time)
-        .args(["--until-time", &cut])
-        .output()
-        .unwrap();
+    let output = support::output(
+        stockd().args(["wal", "replay"]).arg(&data).arg("--into").arg(&by_time).args(["--until-time", &cut]),
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let (second, sku) = state_of(&by_time, "second").await;
     assert_eq!(second, StatusCode::NOT_FOUND);
@@ -260,11 +272,9 @@ async fn verify_names_a_torn_tail_and_corruption_with_file_and_offset() {
     assert_eq!(verify.status.code(), Some(1), "{}", stdout(&verify));
     assert!(stdout(&verify).contains(&format!("byte offset {middle}")), "{}", stdout(&verify));
     // And the server refuses to start on it, pointing at `wal verify`.
-    let start = stockd()
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let start = support::output(
+        stockd().args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--data-dir"]).arg(dir.path()),
+    );
     assert!(!start.status.success());
     let log = String::from_utf8_lossy(&start.stderr);
     assert!(log.contains(&format!("byte offset {middle}")) && log.contains("stockd wal verify"), "{log}");

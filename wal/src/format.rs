@@ -47,12 +47,14 @@
 //! 64      ... payload (16-aligned rkyv archive)
 //! ```
 //! The version is the data directory's format (its manifest names it too):
-//! it covers the engine's payloads as well as these frames. Version 2
-//! changed only the command payloads (`engine/src/codec.rs`); version 1 was
-//! never released and is refused. From the first release on, a reader
-//! dispatches on the field and keeps every released version's decoder.
+//! it covers the engine's payloads and what they mean as well as these
+//! frames. Version 2 changed only the command payloads
+//! (`engine/src/codec.rs`), version 3 only what a SKU's version counts;
+//! versions 1 and 2 were never released and are refused. From the first
+//! release on, a reader dispatches on the field and keeps every released
+//! version's decoder.
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STOCKWAL";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"STOCKSNP";
 
