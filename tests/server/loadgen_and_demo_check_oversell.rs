@@ -36,11 +36,24 @@ fn loadgen_drives_the_server_and_its_oversell_check_passes() {
         assert_eq!(report["units_sold"], report["units_committed"], "{args:?}: {report}");
         if args.contains(&"--hold-only") {
             assert_eq!(report["units_sold"], 0, "holds only: nothing sold");
+            assert_eq!(report["units_reserved"], report["units_held"], "every acknowledged hold, still held");
         }
         for quantile in ["p50", "p99", "max"] {
             assert!(report["latency_us"][quantile].as_u64().unwrap() > 0, "{args:?}: {report}");
         }
     }
+}
+
+/// A sell-out: 50 units among buyers who commit every hold. The check runs
+/// where it matters (holds refused at the end of stock), and passes.
+#[test]
+fn loadgen_sells_out_a_hot_sku_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "2"]);
+    let report = loadgen(&server, &["--scenario", "hot-sku", "--stock", "50", "--commit-percent", "100"]);
+    assert_eq!(report["oversell_check"], "passed", "{report}");
+    assert_eq!((report["units_sold"].as_u64(), report["units_reserved"].as_u64()), (Some(50), Some(0)), "{report}");
+    assert!(report["refused"].as_u64().unwrap() > 0, "buyers were turned away: {report}");
 }
 
 #[test]

@@ -141,6 +141,9 @@ impl Storage for FsStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // `Path::parent` of a bare relative name (`data`) is the empty path:
+        // the current directory.
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
         File::open(dir)?.sync_all()
     }
 }
@@ -170,6 +173,15 @@ impl StorageFile for FsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `stockd serve --data-dir data` syncs the parent of `data`, which
+    /// `Path::parent` gives as the empty path.
+    #[test]
+    fn the_parent_of_a_bare_relative_name_is_the_current_directory() {
+        let parent = Path::new("data").parent().expect("a parent");
+        assert!(parent.as_os_str().is_empty());
+        FsStorage.sync_dir(parent).expect("the current directory is synced");
+    }
 
     /// The mapped read path, the one `unsafe` block in this crate; also run
     /// under AddressSanitizer (README, Development).
