@@ -171,8 +171,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     stock_up(address, args.token.as_deref(), &prefix, skus, args.stock).await?;
     let counters = Arc::new(Counters::default());
     let ledger: Arc<Vec<SkuLedger>> = Arc::new((0..skus).map(|_| SkuLedger::default()).collect());
-    let histograms = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let (mut histogram, mut from_schedule, mut lag) = (histograms(), histograms(), histograms());
+    let mut measured = Measured::new();
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let bar = progress_bar(args.duration, args.json);
     let mut workers = Vec::with_capacity(args.connections);
@@ -207,22 +206,34 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let elapsed = began.elapsed();
     bar.finish_and_clear();
     for result in results {
-        let measured = result.context("a connection task")??;
-        histogram.add(measured.latencies).context("merging latencies")?;
-        from_schedule.add(measured.from_schedule).context("merging latencies")?;
-        lag.add(measured.lag).context("merging send lag")?;
+        measured.add(result.context("a connection task")??).context("merging histograms")?;
     }
     let after = read_units(address, args.token.as_deref(), &prefix, skus).await?;
     let check = check_units(&ledger, args.stock, &after);
-    report(&args, &counters, [&histogram, &from_schedule, &lag], elapsed, &check)
+    report(&args, &counters, &measured, elapsed, &check)
 }
 
-/// A connection's histograms: request latency, reserve latency from its
-/// scheduled send (paced runs), send lag (paced runs).
+/// A connection's histograms (and, merged, the run's): request latency,
+/// reserve latency from its scheduled send (paced runs), send lag (paced
+/// runs).
 struct Measured {
     latencies: Histogram<u64>,
     from_schedule: Histogram<u64>,
     lag: Histogram<u64>,
+}
+
+impl Measured {
+    fn new() -> Measured {
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        Measured { latencies: histogram(), from_schedule: histogram(), lag: histogram() }
+    }
+
+    fn add(&mut self, other: Measured) -> anyhow::Result<()> {
+        self.latencies.add(other.latencies)?;
+        self.from_schedule.add(other.from_schedule)?;
+        self.lag.add(other.lag)?;
+        Ok(())
+    }
 }
 
 fn progress_bar(duration: f64, hidden: bool) -> ProgressBar {
@@ -381,8 +392,7 @@ impl Worker {
 
     /// Runs until the deadline, or until its connection fails.
     async fn run(mut self, deadline: Instant) -> anyhow::Result<Measured> {
-        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-        let mut measured = Measured { latencies: histogram(), from_schedule: histogram(), lag: histogram() };
+        let mut measured = Measured::new();
         let Ok(mut connection) = Connection::open(self.address, self.args.token.as_deref()).await else {
             self.counters.connections_lost.fetch_add(1, Ordering::Relaxed);
             return Ok(measured);
@@ -429,15 +439,16 @@ impl Worker {
         Ok(measured)
     }
 
-    /// Adds `units(qty)` of each line of `cart` to a ledger counter.
-    fn record(&self, cart: &Cart, counter: impl Fn(&SkuLedger) -> &AtomicU64, add: bool) {
+    /// Applies `change` (`AtomicU64::fetch_add` or `fetch_sub`) with each
+    /// line's qty to that line's SKU's ledger `counter`.
+    fn record(
+        &self,
+        cart: &Cart,
+        counter: impl Fn(&SkuLedger) -> &AtomicU64,
+        change: fn(&AtomicU64, u64, Ordering) -> u64,
+    ) {
         for &(sku, qty) in &cart.lines {
-            let counter = counter(&self.ledger[sku as usize]);
-            if add {
-                counter.fetch_add(qty, Ordering::Relaxed);
-            } else {
-                counter.fetch_sub(qty, Ordering::Relaxed);
-            }
+            change(counter(&self.ledger[sku as usize]), qty, Ordering::Relaxed);
         }
     }
 
@@ -501,14 +512,14 @@ impl Worker {
             match outcome {
                 Outcome::Done => {
                     self.counters.holds.fetch_add(1, Ordering::Relaxed);
-                    self.record(cart, |sku| &sku.held, true);
+                    self.record(cart, |sku| &sku.held, AtomicU64::fetch_add);
                     held.push(cart);
                 }
                 Outcome::Refused => drop(self.counters.refused.fetch_add(1, Ordering::Relaxed)),
                 Outcome::NotApplied => drop(self.counters.busy.fetch_add(1, Ordering::Relaxed)),
                 Outcome::Unknown => {
                     self.counters.unknown.fetch_add(1, Ordering::Relaxed);
-                    self.record(cart, |sku| &sku.maybe_held, true);
+                    self.record(cart, |sku| &sku.maybe_held, AtomicU64::fetch_add);
                 }
             }
         }
@@ -556,20 +567,20 @@ impl Worker {
                 // Refused before it was applied: still held.
                 Outcome::NotApplied => drop(self.counters.busy.fetch_add(1, Ordering::Relaxed)),
                 Outcome::Done => {
-                    self.record(cart, |sku| &sku.held, false);
+                    self.record(cart, |sku| &sku.held, AtomicU64::fetch_sub);
                     if *commit {
-                        self.record(cart, |sku| &sku.committed, true);
+                        self.record(cart, |sku| &sku.committed, AtomicU64::fetch_add);
                     }
                 }
                 // A refusal of a hold we were told is held is as wrong as
                 // any other answer: its units may be anywhere.
                 Outcome::Refused | Outcome::Unknown => {
                     self.counters.unknown.fetch_add(1, Ordering::Relaxed);
-                    self.record(cart, |sku| &sku.held, false);
+                    self.record(cart, |sku| &sku.held, AtomicU64::fetch_sub);
                     if *commit {
-                        self.record(cart, |sku| &sku.maybe_sold, true);
+                        self.record(cart, |sku| &sku.maybe_sold, AtomicU64::fetch_add);
                     } else {
-                        self.record(cart, |sku| &sku.maybe_held, true);
+                        self.record(cart, |sku| &sku.maybe_held, AtomicU64::fetch_add);
                     }
                 }
             }
@@ -643,7 +654,7 @@ fn outcomes(answer: &Answer, ops: usize, single: bool, what: &str) -> anyhow::Re
 fn report(
     args: &LoadgenArgs,
     counters: &Counters,
-    [latencies, from_schedule, lag]: [&Histogram<u64>; 3],
+    Measured { latencies, from_schedule, lag }: &Measured,
     elapsed: Duration,
     check: &UnitCheck,
 ) -> anyhow::Result<()> {
